@@ -1,0 +1,18 @@
+"""ganzoo: train GAN variants side by side and compare them with honest numbers.
+
+The Python API mirrors the CLI: every command is one call here that returns paths, runs or DataFrames.
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("ganzoo")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+from .config import TrainConfig  # noqa: E402
+from .errors import DivergedError, GanzooError  # noqa: E402
+from .runs import Run, open_run  # noqa: E402
+from .sampling import sample  # noqa: E402
+from .training import train  # noqa: E402
+
+__all__ = ["DivergedError", "GanzooError", "Run", "TrainConfig", "open_run", "sample", "train", "__version__"]

@@ -1,0 +1,218 @@
+"""The ``ganzoo`` command: a thin argparse layer over the Python API.
+
+Each command is a pair: ``add_<name>(subparsers)`` declares its arguments, ``run_<name>(args)`` calls the API
+and prints. Bad input raises GanzooError, which main() prints as one line with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Callable
+
+from . import __version__
+from .errors import DivergedError, GanzooError
+
+COMMANDS: list[tuple[str, str, Callable, Callable]] = []  # (name, help, add_arguments, run)
+
+
+def command(name: str, help: str):
+    """Register ``run`` as the command `name`; its add_arguments is the decorated function's `arguments`."""
+
+    def register(run: Callable) -> Callable:
+        COMMANDS.append((name, help, getattr(run, "arguments", lambda p: None), run))
+        return run
+
+    return register
+
+
+def arguments(add: Callable[[argparse.ArgumentParser], None]):
+    def attach(run: Callable) -> Callable:
+        run.arguments = add
+        return run
+
+    return attach
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ganzoo list / ganzoo plugins
+
+
+def _add_list(p):
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+@command("list", "list registered variants, architectures and datasets")
+@arguments(_add_list)
+def run_list(args) -> int:
+    from . import registry
+
+    kinds = {kind: registry.entries(kind) for kind in registry.KINDS}
+    if args.json:
+        print(json.dumps({kind: [{"name": n, "description": e.spec.description, "paper": _paper(e.spec),
+                                  "plugin": e.plugin, "provided_by": e.origin} for n, e in found.items()]
+                          for kind, found in kinds.items()}, indent=2))
+        return 0
+    for kind, found in kinds.items():
+        print(f"{kind}s:")
+        if not found:
+            print("  (none)")
+        width = max((len(n) for n in found), default=0)
+        for name, entry in found.items():
+            print(f"  {name:<{width}}  {entry.spec.description}  [{entry.origin}]")
+            if _paper(entry.spec):
+                print(f"  {'':<{width}}  paper: {_paper(entry.spec)}")
+        print()
+    return 0
+
+
+def _paper(spec) -> str:
+    return getattr(spec, "paper", "") or getattr(spec, "source", "")
+
+
+@command("plugins", "list loaded plugins, their versions and hooks, and plugins that failed to load")
+def run_plugins(args) -> int:
+    from . import registry
+    from .plugins import failed_plugins, loaded_plugins
+
+    loaded = loaded_plugins()
+    width = max((len(info.name) for info, _ in loaded), default=0)
+    print("loaded plugins:")
+    for info, hooks in loaded:
+        print(f"  {info.name:<{width}}  {info.origin:<20} {info.module}  hooks: {', '.join(hooks) or '-'}")
+    failed = failed_plugins()
+    if failed:
+        print("\nfailed plugins:")
+        for info in failed:
+            print(f"  {info.name}  {info.origin}  {info.module}: {info.error}")
+    problems = []
+    for kind in registry.KINDS:
+        try:
+            registry.entries(kind)
+        except GanzooError as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\nregistry problems:")
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if failed or problems else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ganzoo train / ganzoo sample
+
+
+def _add_train(p):
+    from .config import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--variant", default=d.variant, help=f"GAN variant (default {d.variant}; see `ganzoo list`)")
+    p.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch})")
+    p.add_argument("--dataset", default=d.dataset, help=f"dataset (default {d.dataset})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"generator steps (default {d.steps})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim, help=f"default {d.latent_dim}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate for both nets (default {d.lr})")
+    p.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"),
+                   help=f"Adam betas (default {d.betas[0]} {d.betas[1]})")
+    p.add_argument("--d-steps", type=int, default=d.d_steps, help="discriminator steps per generator step")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
+    p.add_argument("--device", default=d.device, help="auto (default: cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--out", default=None, help="run folder (default runs/<variant>-<arch>-<dataset>-seed<seed>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("train", "train one GAN; writes checkpoint, config, per-step log and a sample grid")
+@arguments(_add_train)
+def run_train(args) -> int:
+    from .config import TrainConfig
+    from .training import train
+
+    config = TrainConfig(variant=args.variant, arch=args.arch, dataset=args.dataset, steps=args.steps,
+                         seed=args.seed, batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr,
+                         betas=tuple(args.betas), d_steps=args.d_steps, device=args.device,
+                         checkpoint_every=args.checkpoint_every, data_root=args.data_root)
+    run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    s = run.stats
+    final = s.get("final", {})
+    print(f"{run.status}: {run.path}  step {run.step}/{run.config.steps}  "
+          f"d_loss {final.get('d_loss', float('nan')):.4f}  g_loss {final.get('g_loss', float('nan')):.4f}  "
+          f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
+          f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
+    print(f"samples: {run.grid}")
+    return 0
+
+
+def _add_sample(p):
+    p.add_argument("--run", required=True, help="run folder written by `ganzoo train`")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="latent noise seed (default 0)")
+    p.add_argument("--out", default=None, help="write images to this .npz (key 'images', uint8 N x C x H x W)")
+    p.add_argument("--grid", default=None, help="write a PNG grid of (up to 256 of) the images")
+    p.add_argument("--device", default="auto")
+
+
+@command("sample", "generate images from a trained run (.npz and/or PNG grid)")
+@arguments(_add_sample)
+def run_sample(args) -> int:
+    from .sampling import sample
+
+    if args.out is None and args.grid is None:
+        raise GanzooError("nothing to write: pass --out FILE.npz and/or --grid FILE.png")
+    images = sample(args.run, n=args.n, seed=args.seed, out=args.out, grid=args.grid, device=args.device)
+    written = [p for p in (args.out, args.grid) if p]
+    print(f"{len(images)} images {tuple(images.shape[1:])} uint8 -> {', '.join(written)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganzoo", description="Train GAN variants side by side and compare them with honest numbers.",
+        epilog=textwrap.dedent("""\
+            Plugins come from the entry-point group 'ganzoo'; GANZOO_BLOCK_PLUGINS=a,b skips plugins by name.
+            Set GANZOO_DEBUG=1 to see tracebacks."""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ganzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except DivergedError as exc:
+        print(f"ganzoo: error: {exc}", file=sys.stderr)
+        return 3
+    except GanzooError as exc:
+        print(f"ganzoo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganzoo: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: one line by default, the traceback on request
+        if os.environ.get("GANZOO_DEBUG"):
+            raise
+        print(f"ganzoo: internal error: {type(exc).__name__}: {exc} (set GANZOO_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The training configuration: one typed dataclass, validated once, saved beside every run."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import GanzooError
+
+# Fields that change how a run is executed or saved but not what it computes; they are left out of the
+# identity of a run, so a run resumed with a different checkpoint interval is still the same run.
+OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "vanilla"
+    arch: str = "mlp"
+    dataset: str = "mnist5k"
+    steps: int = 2000
+    seed: int = 0
+    batch_size: int = 64
+    latent_dim: int = 100
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    d_steps: int = 1  # discriminator steps per generator step
+    device: str = "auto"  # "auto" picks cuda when available, else cpu
+    checkpoint_every: int = 500  # steps between checkpoints (the final step is always saved)
+    data_root: Optional[str] = None
+    extra: dict = field(default_factory=dict)  # free-form settings a plugin may read; part of the identity
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "latent_dim", "d_steps", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise GanzooError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise GanzooError(f"lr must be a positive number, got {self.lr!r}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise GanzooError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        object.__setattr__(self, "lr", float(self.lr))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise GanzooError(f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: (tuple(v) if k == "betas" else v) for k, v in d.items()})
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in OPERATIONAL_FIELDS}
+
+    def key(self) -> str:
+        """A short hash of what this run computes: equal keys mean the same run."""
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]

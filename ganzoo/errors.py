@@ -1,0 +1,13 @@
+"""The one exception type that means "the user asked for something that cannot be done".
+
+The CLI prints a GanzooError as a single line and exits with status 2; anything else is a bug and keeps
+its traceback. Library callers catch GanzooError to tell bad input from broken code.
+"""
+
+
+class GanzooError(Exception):
+    """A user-facing error: the message is complete and fits on one line."""
+
+
+class DivergedError(GanzooError):
+    """Training produced a NaN or infinite loss; the run folder keeps the log up to that step."""

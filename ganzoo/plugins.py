@@ -1,0 +1,114 @@
+"""The plugin manager: every plugin, built-in or third-party, arrives through the ``ganzoo`` entry-point group.
+
+Entry points are loaded one at a time so that a plugin which fails to import is reported by name while the
+others still load. ``GANZOO_BLOCK_PLUGINS=name1,name2`` skips plugins by entry-point name (the way out when an
+installed plugin is broken or clashes with another).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Optional
+
+import pluggy
+
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "ganzoo"
+BLOCK_ENV = "GANZOO_BLOCK_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from: its entry-point name, module and distribution."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    error: Optional[str] = None  # set when the plugin failed to load
+
+    @property
+    def origin(self) -> str:
+        return f"{self.distribution} {self.version}".strip()
+
+
+_manager: Optional[pluggy.PluginManager] = None
+_infos: dict[str, PluginInfo] = {}
+
+
+def _blocked_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    blocked = _blocked_names()
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.name if dist is not None else "?"
+        dist_version = dist.version if dist is not None else ""
+        if ep.name in blocked:
+            pm.set_blocked(ep.name)
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        info = PluginInfo(ep.name, ep.value, dist_name, dist_version)
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - any failure in third-party code is reported, not raised
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _infos[ep.name] = PluginInfo(ep.name, ep.value, dist_name, dist_version, error=reason)
+            print(f"ganzoo: warning: plugin '{ep.name}' ({info.origin}) failed to load and was skipped: {reason}",
+                  file=sys.stderr)
+            continue
+        _infos[ep.name] = info
+
+
+def _drop_plugins_with_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    """A ``ganzoo_*`` function that matches no hook is almost always a typo: report that plugin, keep the rest."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            pm.unregister(exc.plugin)
+            old = _infos.get(name) or PluginInfo(name, name, "?", "")
+            reason = f"implements an unknown hook: {exc}".splitlines()[0]
+            _infos[name] = PluginInfo(old.name, old.module, old.distribution, old.version, error=reason)
+            print(f"ganzoo: warning: plugin '{name}' ({old.origin}) was skipped: {reason}", file=sys.stderr)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        _load_entry_points(pm)
+        _drop_plugins_with_unknown_hooks(pm)
+        _manager = pm
+    return _manager
+
+
+def plugin_info(name: str) -> PluginInfo:
+    """Provenance of a registered plugin (plugins registered by hand, e.g. in a notebook, say so)."""
+    return _infos.get(name) or PluginInfo(name, name, "registered at run time", "")
+
+
+def failed_plugins() -> list[PluginInfo]:
+    get_plugin_manager()
+    return [info for info in _infos.values() if info.error]
+
+
+def loaded_plugins() -> list[tuple[PluginInfo, list[str]]]:
+    """Each loaded plugin with the names of the hooks it implements."""
+    pm = get_plugin_manager()
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
+        rows.append((plugin_info(name), hooks))
+    return sorted(rows, key=lambda r: r[0].name)

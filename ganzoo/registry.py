@@ -1,0 +1,100 @@
+"""Look things up by name across every plugin, with errors that say what exists and where it came from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import GanzooError
+from .plugins import get_plugin_manager, plugin_info
+from .specs import ArchitectureSpec, DatasetSpec, VariantSpec
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    spec: T
+    plugin: str  # entry-point name of the plugin that provided it
+    origin: str  # "distribution version"
+
+
+# kind -> (hook name, spec class); one hook per kind of thing a plugin can add.
+KINDS: dict[str, tuple[str, type]] = {
+    "variant": ("ganzoo_variants", VariantSpec),
+    "architecture": ("ganzoo_architectures", ArchitectureSpec),
+    "dataset": ("ganzoo_datasets", DatasetSpec),
+}
+
+
+def register_kind(kind: str, hook_name: str, spec_class: type) -> None:
+    """Let a core module add a kind of plugin contribution (evaluation adds feature extractors)."""
+    KINDS[kind] = (hook_name, spec_class)
+
+
+def entries(kind: str) -> dict[str, Entry[Any]]:
+    """Every registered spec of one kind, keyed by name.
+
+    Each hook implementation is called on its own so that every spec is attributed to its plugin; a
+    malformed spec or a name claimed twice is an error naming the plugins involved.
+    """
+    hook_name, spec_class = KINDS[kind]
+    pm = get_plugin_manager()
+    found: dict[str, Entry[Any]] = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        info = plugin_info(impl.plugin_name)
+        where = f"plugin '{impl.plugin_name}' ({info.origin})"
+        try:
+            specs = impl.function()
+        except Exception as exc:  # noqa: BLE001 - third-party code
+            raise GanzooError(f"{where} raised in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(specs, (list, tuple)):
+            raise GanzooError(f"{where}: {hook_name} must return a list of {spec_class.__name__}, "
+                              f"got {type(specs).__name__}")
+        for spec in specs:
+            if not isinstance(spec, spec_class):
+                raise GanzooError(f"{where}: {hook_name} returned a malformed spec "
+                                  f"({type(spec).__name__}, expected {spec_class.__name__})")
+            problem = _spec_problem(spec)
+            if problem:
+                raise GanzooError(f"{where}: {hook_name} returned a malformed spec: {problem}")
+            if spec.name in found:
+                other = found[spec.name]
+                raise GanzooError(
+                    f"{kind} name '{spec.name}' is registered twice: by plugin '{other.plugin}' ({other.origin}) "
+                    f"and by plugin '{impl.plugin_name}' ({info.origin}); uninstall one or set "
+                    f"GANZOO_BLOCK_PLUGINS={impl.plugin_name}")
+            found[spec.name] = Entry(spec, impl.plugin_name, info.origin)
+    return dict(sorted(found.items()))
+
+
+def _spec_problem(spec: Any) -> str:
+    name = getattr(spec, "name", None)
+    if not isinstance(name, str) or not name or name != name.strip() or " " in name:
+        return f"name {name!r} must be a non-empty string without spaces"
+    if not isinstance(getattr(spec, "description", None), str):
+        return f"'{name}' has no description string"
+    for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load"):
+        if hasattr(spec, attr) and not callable(getattr(spec, attr)):
+            return f"'{name}'.{attr} is not callable"
+    return ""
+
+
+def get(kind: str, name: str) -> Entry[Any]:
+    """One spec by name; an unknown name lists what is available and which package provides each."""
+    available = entries(kind)
+    if name not in available:
+        listing = ", ".join(f"{n} ({e.origin.split(' ')[0]})" for n, e in available.items()) or "none"
+        raise GanzooError(f"unknown {kind} '{name}'; available: {listing}")
+    return available[name]
+
+
+def variant(name: str) -> VariantSpec:
+    return get("variant", name).spec
+
+
+def architecture(name: str) -> ArchitectureSpec:
+    return get("architecture", name).spec
+
+
+def dataset(name: str) -> DatasetSpec:
+    return get("dataset", name).spec

@@ -1,0 +1,70 @@
+"""A run folder: what training writes, and how a finished or interrupted run is read back.
+
+    config.json     the full resolved config (and what it resolved to: plugins, dataset split, versions)
+    run.json        status (running / completed / diverged), step, final stats, checkpoint SHA-256
+    log.csv         one row per step: step, d_loss, g_loss, d_real, d_fake, time_s
+    checkpoint.pt   generator, discriminator, optimizers, noise RNG: enough to resume bit-identically
+    samples.png     a grid of generated samples from fixed noise
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .errors import GanzooError
+from .files import read_json
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "run.json"
+LOG_FILE = "log.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+GRID_FILE = "samples.png"
+RUN_FILES = (CONFIG_FILE, STATUS_FILE, LOG_FILE, CHECKPOINT_FILE, GRID_FILE)
+LOG_COLUMNS = ("step", "d_loss", "g_loss", "d_real", "d_fake", "time_s")
+
+
+@dataclass
+class Run:
+    """A training run as stored on disk."""
+
+    path: Path
+    config: TrainConfig
+    status: str  # "running" (or interrupted), "completed", "diverged"
+    step: int  # steps completed
+    stats: dict[str, Any] = field(default_factory=dict)  # final losses, wall time, images/second, error
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def grid(self) -> Path:
+        return self.path / GRID_FILE
+
+    def read_log(self):
+        """The per-step log as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.log)
+
+
+def open_run(path: Path | str) -> Run:
+    """Read a run folder written by ganzoo.train (any status)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise GanzooError(f"run folder not found: {path}")
+    if not (path / CONFIG_FILE).is_file():
+        raise GanzooError(f"{path} is not a ganzoo run folder (no {CONFIG_FILE})")
+    resolved = read_json(path / CONFIG_FILE, "run config")
+    try:
+        config = TrainConfig.from_dict(resolved["config"])
+    except (KeyError, TypeError) as exc:
+        raise GanzooError(f"run config {path / CONFIG_FILE} is malformed ({exc})") from None
+    status = read_json(path / STATUS_FILE, "run status") if (path / STATUS_FILE).is_file() else {}
+    return Run(path, config, status.get("status", "running"), int(status.get("step", 0)), status)

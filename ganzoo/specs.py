@@ -1,0 +1,95 @@
+"""What a plugin can contribute: small frozen dataclasses, one per kind of thing.
+
+A plugin returns lists of these from its hook implementations (see hookspecs.py). Everything the core needs
+to know about a variant, an architecture or a dataset is here, so the core never imports a plugin directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DiscriminatorOutput:
+    """What one discriminator forward pass gives a loss: raw scores and the intermediate features f(x)."""
+
+    logits: torch.Tensor  # (B,) raw, pre-sigmoid scores
+    features: torch.Tensor  # (B, F) activations of an intermediate layer (feature matching uses them)
+
+
+# d_loss(real, fake) and g_loss(fake, real): real is None in the generator step unless the variant asks for it.
+DiscriminatorLoss = Callable[[DiscriminatorOutput, DiscriminatorOutput], torch.Tensor]
+GeneratorLoss = Callable[[DiscriminatorOutput, Optional[DiscriminatorOutput]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A GAN variant: the pair of losses the shared training loop minimises."""
+
+    name: str
+    description: str
+    discriminator_loss: DiscriminatorLoss
+    generator_loss: GeneratorLoss
+    paper: str = ""
+    # Feature matching compares real and fake features in the generator step; the others need only the fake
+    # batch there, so the loop skips the extra real forward pass unless this is set.
+    generator_needs_real: bool = False
+    # How a raw score becomes "D(x)" in logs and plots: a probability for BCE-trained discriminators; the raw
+    # value for least squares, whose targets are 0 and 1 already. Either way equilibrium sits at 0.5.
+    d_value: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
+
+
+@dataclass(frozen=True)
+class ImageShape:
+    channels: int
+    size: int  # square images: size x size
+
+    @property
+    def numel(self) -> int:
+        return self.channels * self.size * self.size
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A generator/discriminator pair.
+
+    The generator maps (B, latent_dim) noise to (B, C, H, W) images in [-1, 1]. The discriminator maps such
+    images to a tuple (logits of shape (B,), features of shape (B, F)).
+    """
+
+    name: str
+    description: str
+    build_generator: Callable[[int, ImageShape], nn.Module]  # (latent_dim, shape) -> module
+    build_discriminator: Callable[[ImageShape], nn.Module]  # (shape) -> module
+    paper: str = ""
+    image_sizes: tuple[int, ...] = ()  # sizes it supports; empty means any
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole split in memory: uint8 images (N, C, H, W) and, for labelled data, int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    info: dict = field(default_factory=dict)  # provenance recorded in run configs (source files, split rule)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its shape, classes, splits and a loader.
+
+    load(split, root, download) returns ImageData for one split. `train_split` is what GANs train on;
+    `reference_split` is the held-out real data that evaluation compares generated images against.
+    """
+
+    name: str
+    description: str
+    shape: ImageShape
+    load: Callable[[str, Optional[str], bool], ImageData]
+    num_classes: Optional[int] = None
+    train_split: str = "train"
+    reference_split: str = "test"
+    source: str = ""  # where the data comes from (a paper, a URL, a package)

@@ -1,0 +1,302 @@
+"""The training loop: one loop for every variant and architecture, readable top to bottom.
+
+Recipe (all of it in TrainConfig): alternate d_steps discriminator steps and one generator step, Adam with
+lr 2e-4 and betas (0.5, 0.999), batch 64, standard normal latents of size 100, images scaled to [-1, 1].
+A variant plugin supplies only the two losses; an architecture plugin only the two networks.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from . import __version__, checkpoint, registry
+from .config import TrainConfig
+from .data import load_split
+from .devices import resolve_device
+from .errors import DivergedError, GanzooError
+from .files import read_json, write_json
+from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
+                   open_run)
+from .sampling import generate, save_grid
+from .specs import DiscriminatorOutput
+
+LOG_FLUSH_EVERY = 100  # steps between moving logged values off the device (one sync instead of one per step)
+GRID_SIZE = 64
+GRID_SEED = 1234  # the same latent vectors for every run, so grids can be compared side by side
+
+
+def default_out(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.variant}-{config.arch}-{config.dataset}-seed{config.seed}"
+
+
+def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = None, overwrite: bool = False,
+          progress: bool = True, **settings: Any) -> Run:
+    """Train one GAN and return its Run (path, config, status, final stats).
+
+    Either pass a TrainConfig or its fields as keywords: ``ganzoo.train(variant="lsgan", steps=2000)``.
+    If `out` already holds this same run unfinished, training resumes from its checkpoint; if it holds this
+    run finished, the stored run is returned; if it holds a different run, that is an error unless overwrite.
+    """
+    if config is None:
+        config = TrainConfig.from_dict(settings)
+    elif settings:
+        raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
+    variant = registry.variant(config.variant)
+    arch = registry.get("architecture", config.arch)
+    dataset_entry = registry.get("dataset", config.dataset)
+    dataset = dataset_entry.spec
+    if arch.spec.image_sizes and dataset.shape.size not in arch.spec.image_sizes:
+        raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch.spec.image_sizes}, "
+                          f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
+    device = resolve_device(config.device)
+    out = Path(out) if out is not None else default_out(config)
+    existing = _prepare_folder(out, config, overwrite)
+    if existing is not None and existing.status == "completed":
+        return existing
+
+    # ---- data: the whole split as uint8 on the training device; batches are drawn by index ----
+    data = load_split(config.dataset, dataset.train_split, config.data_root)
+    images = data.images.to(device)
+    n_images = len(images)
+    if n_images < config.batch_size:
+        raise GanzooError(f"batch size {config.batch_size} is larger than the {n_images} training images")
+
+    # ---- models and optimisers; the seed fixes their initial weights ----
+    torch.manual_seed(config.seed)
+    G = arch.spec.build_generator(config.latent_dim, dataset.shape).to(device)
+    D = arch.spec.build_discriminator(dataset.shape).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=config.betas)
+    noise = torch.Generator(device=device).manual_seed(config.seed)
+
+    start_step, wall_before = 0, 0.0
+    resolved = {
+        "config": config.to_dict(),
+        "key": config.key(),
+        "resolved": {
+            "device": str(device),
+            "variant": {"name": variant.name, "plugin": registry.get("variant", config.variant).plugin,
+                        "origin": registry.get("variant", config.variant).origin},
+            "arch": {"name": config.arch, "plugin": arch.plugin, "origin": arch.origin},
+            "dataset": {"name": config.dataset, "plugin": dataset_entry.plugin, "origin": dataset_entry.origin,
+                        "shape": {"channels": dataset.shape.channels, "size": dataset.shape.size},
+                        "num_classes": dataset.num_classes, "train_split": dataset.train_split,
+                        "reference_split": dataset.reference_split, "train_images": n_images,
+                        "info": data.info},
+            "versions": _versions(),
+        },
+    }
+    if existing is not None and (out / CHECKPOINT_FILE).is_file():
+        state = checkpoint.load(out / CHECKPOINT_FILE, existing.stats.get("checkpoint_sha256"))
+        checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
+        checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        noise.set_state(state["noise_rng"])
+        start_step, wall_before = int(state["step"]), float(state["wall_time_s"])
+    else:
+        write_json(out / CONFIG_FILE, resolved)
+    log = _LogWriter(out / LOG_FILE, keep_until=start_step)
+    _write_status(out, "running", start_step, config)
+
+    batch_of_real_images = _EpochBatches(images, config.batch_size, config.seed)
+
+    def discriminate(x: torch.Tensor) -> DiscriminatorOutput:
+        logits, features = D(x)
+        return DiscriminatorOutput(logits, features)
+
+    bar = _progress_bar(config, start_step, progress)
+    started = time.perf_counter()
+    pending: list[torch.Tensor] = []  # per-step stats, still on the device
+    pending_times: list[float] = []
+    G.train()
+    D.train()
+    for step in range(start_step, config.steps):
+        # 1) Discriminator: real batch against a generated batch, d_steps times. The last fake batch keeps
+        #    its graph so that the generator step can reuse it instead of generating again.
+        for k in range(config.d_steps):
+            real_x = batch_of_real_images(step * config.d_steps + k)
+            z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
+            last = k == config.d_steps - 1
+            with torch.set_grad_enabled(last):
+                fake_x = G(z)
+            real, fake = discriminate(real_x), discriminate(fake_x.detach())
+            d_loss = variant.discriminator_loss(real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+        # 2) Generator: score the same fake batch with the updated discriminator. D's weights are frozen here so
+        #    backward computes no gradients for them (only through them, to G).
+        D.requires_grad_(False)
+        fake = discriminate(fake_x)
+        real_now = None
+        if variant.generator_needs_real:
+            with torch.no_grad():
+                real_now = discriminate(real_x)
+        g_loss = variant.generator_loss(fake, real_now)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+        # 3) Bookkeeping, kept on the device until the next flush.
+        with torch.no_grad():
+            pending.append(torch.stack([d_loss.detach(), g_loss.detach(),
+                                        variant.d_value(real.logits.detach()).mean(),
+                                        variant.d_value(fake.logits.detach()).mean()]).float())
+        pending_times.append(wall_before + time.perf_counter() - started)
+        done = step + 1
+        if len(pending) >= LOG_FLUSH_EVERY or done == config.steps or done % config.checkpoint_every == 0:
+            rows = torch.stack(pending).cpu()
+            first = done - len(pending) + 1  # step number of rows[0]
+            bad = _first_nonfinite(rows)
+            if bad is not None:
+                last_step = first + bad
+                log.append(first, rows[:bad + 1], pending_times[:bad + 1])
+                log.close()
+                which = [c for c, v in zip(LOG_COLUMNS[1:], rows[bad].tolist()) if not _finite(v)]
+                message = f"training diverged at step {last_step}: {', '.join(which)} not finite"
+                _write_status(out, "diverged", last_step, config, error=message)
+                bar.close()
+                raise DivergedError(f"{message}; the log up to that step is in {out / LOG_FILE}")
+            log.append(first, rows, pending_times)
+            pending, pending_times = [], []
+            bar.update(done - bar.n)
+            bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
+                            img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                wall = wall_before + time.perf_counter() - started
+                sha = checkpoint.save(out / CHECKPOINT_FILE, {
+                    "config": config.to_dict(), "step": done, "wall_time_s": wall,
+                    "generator": G.state_dict(), "discriminator": D.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
+                })
+                _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
+    bar.close()
+    log.close()
+
+    # ---- finish: a sample grid from fixed noise and the final status ----
+    wall = wall_before + time.perf_counter() - started
+    save_grid(generate(G, GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE, nrow=8)
+    status = read_json(out / STATUS_FILE, "run status")
+    final = _final_stats(out / LOG_FILE)
+    trained_steps = config.steps - start_step
+    _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
+                  wall_time_s=wall, images_per_s=config.steps * config.batch_size * config.d_steps / max(wall, 1e-9),
+                  steps_this_session=trained_steps, final=final)
+    return open_run(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+
+
+class _EpochBatches:
+    """Real batches drawn by index from the uint8 images on the device, no per-image Python work.
+
+    Epoch e is a permutation seeded by (seed, e), so the batch of any draw can be recomputed: a resumed run
+    sees exactly the batches an uninterrupted one would. The last partial batch of an epoch is dropped.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.per_epoch = len(images) // batch_size
+        self.epoch, self.order = -1, None
+
+    def __call__(self, draw: int) -> torch.Tensor:
+        epoch, position = divmod(draw, self.per_epoch)
+        if epoch != self.epoch:
+            perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + epoch))
+            self.epoch, self.order = epoch, perm.to(self.images.device)
+        idx = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        return self.images[idx].float().div_(127.5).sub_(1.0)  # uint8 [0, 255] -> float [-1, 1]
+
+
+class _LogWriter:
+    """Appends rows to log.csv; on resume, first drops rows past the checkpoint's step."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path = path
+        if keep_until > 0 and path.is_file():
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
+            path.write_text("".join(kept))
+        else:
+            path.write_text(",".join(LOG_COLUMNS) + "\n")
+        self.file = open(path, "a")
+
+    def append(self, first_step: int, rows: torch.Tensor, times: list[float]) -> None:
+        for i, (values, t) in enumerate(zip(rows.tolist(), times)):
+            self.file.write(f"{first_step + i}," + ",".join(f"{v:.6g}" for v in values) + f",{t:.4f}\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
+def _first_nonfinite(rows: torch.Tensor) -> Optional[int]:
+    bad = (~torch.isfinite(rows)).any(dim=1).nonzero()
+    return int(bad[0]) if len(bad) else None
+
+
+def _final_stats(log_path: Path) -> dict[str, float]:
+    """Means over the last 100 logged steps: single-step GAN losses are too noisy to report."""
+    import pandas as pd
+
+    tail = pd.read_csv(log_path).tail(100)
+    return {c: float(tail[c].mean()) for c in LOG_COLUMNS[1:5]}
+
+
+def _write_status(out: Path, status: str, step: int, config: TrainConfig, **extra: Any) -> None:
+    previous = read_json(out / STATUS_FILE, "run status") if (out / STATUS_FILE).is_file() else {}
+    record = {k: v for k, v in previous.items() if k in ("checkpoint_sha256", "wall_time_s")}
+    record.update(status=status, step=step, steps=config.steps, key=config.key(), **extra)
+    write_json(out / STATUS_FILE, record)
+
+
+def _prepare_folder(out: Path, config: TrainConfig, overwrite: bool) -> Optional[Run]:
+    """Refuse to mix two different runs in one folder; return the stored run when it is this same one."""
+    if out.exists() and not out.is_dir():
+        raise GanzooError(f"output path {out} exists and is not a folder")
+    if overwrite and out.is_dir():
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    if (out / CONFIG_FILE).is_file():
+        stored = open_run(out)
+        if stored.config.identity() != config.identity():
+            differences = ", ".join(f"{k}={stored.config.identity()[k]!r}" for k in config.identity()
+                                    if stored.config.identity()[k] != config.identity()[k])
+            raise GanzooError(f"{out} already holds a different run ({differences}); "
+                              "choose another --out or pass --overwrite")
+        if stored.status == "diverged":
+            raise GanzooError(f"{out} holds this run, which diverged at step {stored.step}; "
+                              "pass --overwrite to train it again")
+        return stored
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise GanzooError(f"{out} is not empty and holds no ganzoo run; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    return {"ganzoo": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _progress_bar(config: TrainConfig, start: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
+                desc=f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}", leave=False)
