@@ -15,7 +15,7 @@ import torch
 
 from . import __version__, checkpoint, registry
 from .config import TrainConfig
-from .data import load_split
+from .data import load_split, resolve_root
 from .devices import resolve_device
 from .errors import DivergedError, GanzooError
 from .files import read_json, write_json
@@ -48,7 +48,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     variant = registry.variant(config.variant)
     arch = registry.get("architecture", config.arch)
     dataset_entry = registry.get("dataset", config.dataset)
-    dataset = dataset_entry.spec
+    dataset = registry.configure_dataset(dataset_entry.spec, config.dataset_options)  # options fix its shape
     if arch.spec.image_sizes and dataset.shape.size not in arch.spec.image_sizes:
         raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch.spec.image_sizes}, "
                           f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
@@ -59,7 +59,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         return existing
 
     # ---- data: the whole split as uint8 on the training device; batches are drawn by index ----
-    data = load_split(config.dataset, dataset.train_split, config.data_root)
+    data = load_split(config.dataset, dataset.train_split, config.data_root, config.download, config.dataset_options)
     images = data.images.to(device)
     n_images = len(images)
     if n_images < config.batch_size:
@@ -86,12 +86,14 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
                         "shape": {"channels": dataset.shape.channels, "size": dataset.shape.size},
                         "num_classes": dataset.num_classes, "train_split": dataset.train_split,
                         "reference_split": dataset.reference_split, "train_images": n_images,
+                        "options": config.dataset_options, "data_root": resolve_root(config.data_root),
+                        "source": dataset.source,
                         "info": data.info},
             "versions": _versions(),
         },
     }
     if existing is not None and (out / CHECKPOINT_FILE).is_file():
-        state = checkpoint.load(out / CHECKPOINT_FILE, existing.stats.get("checkpoint_sha256"))
+        state = _resume_state(out / CHECKPOINT_FILE, existing)
         checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
         checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
         opt_g.load_state_dict(state["opt_g"])
@@ -194,6 +196,21 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def _resume_state(path: Path, existing: Run) -> dict:
+    """The checkpoint to resume from, checked against the hash run.json recorded for it.
+
+    A process killed between writing a checkpoint (atomically) and recording its hash leaves a newer, complete
+    checkpoint with an older hash on record; that one is accepted. Anything else that fails the check is not.
+    """
+    try:
+        return checkpoint.load(path, existing.stats.get("checkpoint_sha256"))
+    except GanzooError:
+        state = checkpoint.load(path)
+        if int(state["step"]) <= existing.step:
+            raise
+        return state
 
 
 class _EpochBatches:

@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests run on CPU only and keep ganzoo's caches and data folders inside pytest's tmp dirs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ganzoo.cli import main
+from ganzoo.plugins import get_plugin_manager
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_user_folders(tmp_path_factory):
+    """Never read or write the user's ~/.cache/ganzoo or data folder from a test."""
+    root = tmp_path_factory.mktemp("ganzoo-home")
+    old = {k: os.environ.get(k) for k in ("GANZOO_CACHE", "GANZOO_DATA")}
+    os.environ["GANZOO_CACHE"] = str(root / "cache")
+    os.environ["GANZOO_DATA"] = str(root / "data")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ganzoo CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def register_plugin():
+    """Register plugin objects for one test (as a notebook user might), unregistering them afterwards."""
+    pm = get_plugin_manager()
+    added = []
+
+    def register(plugin, name: str):
+        pm.register(plugin, name=name)
+        added.append(plugin)
+        return plugin
+
+    yield register
+    for plugin in added:
+        pm.unregister(plugin)
+
+
+def run_ganzoo(*argv: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a fresh process (entry points are discovered anew there)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ganzoo", *map(str, argv)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=300)
