@@ -120,7 +120,11 @@ def _add_train(p):
                    help=f"Adam betas (default {d.betas[0]} {d.betas[1]})")
     p.add_argument("--d-steps", type=int, default=d.d_steps, help="discriminator steps per generator step")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
-    p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
+    p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
+                   "or ~/.local/share/ganzoo/data)")
+    p.add_argument("--download", action="store_true", help="let the dataset fetch missing files (needs a network)")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, repeatable, e.g. imagefolder's folder=DIR size=64 channels=3")
     p.add_argument("--device", default=d.device, help="auto (default: cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="run folder (default runs/<variant>-<arch>-<dataset>-seed<seed>)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
@@ -136,7 +140,8 @@ def run_train(args) -> int:
     config = TrainConfig(variant=args.variant, arch=args.arch, dataset=args.dataset, steps=args.steps,
                          seed=args.seed, batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr,
                          betas=tuple(args.betas), d_steps=args.d_steps, device=args.device,
-                         checkpoint_every=args.checkpoint_every, data_root=args.data_root)
+                         checkpoint_every=args.checkpoint_every, data_root=args.data_root,
+                         download=args.download, dataset_options=parse_options(args.dataset_option))
     run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     s = run.stats
     final = s.get("final", {})
@@ -146,6 +151,19 @@ def run_train(args) -> int:
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
     print(f"samples: {run.grid}")
     return 0
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """["folder=img", "size=64"] -> {"folder": "img", "size": "64"}; a repeated key is a mistake, not an override."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise GanzooError(f"--dataset-option expects KEY=VALUE, got {pair!r}")
+        if key.strip() in options:
+            raise GanzooError(f"--dataset-option {key.strip()} given twice")
+        options[key.strip()] = value
+    return options
 
 
 def _add_sample(p):

@@ -5,13 +5,32 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from .errors import GanzooError
 
 # Fields that change how a run is executed or saved but not what it computes; they are left out of the
 # identity of a run, so a run resumed with a different checkpoint interval is still the same run.
-OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root"}
+OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download"}
+
+
+def normalize_dataset_options(options: Any) -> dict[str, str]:
+    """Dataset options as the command line gives them: string keys and string values (so that
+    ``{"size": 64}`` from Python and ``--dataset-option size=64`` are the same run)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise GanzooError(f"dataset options must be a mapping of name to value, got {type(options).__name__}")
+    out = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or not key.strip() or "=" in key:
+            raise GanzooError(f"dataset option name {key!r} must be a non-empty string without '='")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif not isinstance(value, (str, int, float)):
+            raise GanzooError(f"dataset option {key} must be a string or number, got {type(value).__name__}")
+        out[key.strip()] = str(value)
+    return dict(sorted(out.items()))
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     checkpoint_every: int = 500  # steps between checkpoints (the final step is always saved)
     data_root: Optional[str] = None
+    download: bool = False  # let a dataset plugin fetch missing files (needs a network)
+    dataset_options: dict = field(default_factory=dict)  # --dataset-option key=value; part of the identity
     extra: dict = field(default_factory=dict)  # free-form settings a plugin may read; part of the identity
 
     def __post_init__(self):
@@ -45,6 +66,7 @@ class TrainConfig:
             raise GanzooError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
         object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "dataset_options", normalize_dataset_options(self.dataset_options))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

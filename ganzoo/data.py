@@ -2,19 +2,37 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 import torch
 
 from . import registry
+from .config import normalize_dataset_options
 from .errors import GanzooError
+from .paths import data_dir
 from .specs import ImageData
 
 
+def resolve_root(root: Optional[str | Path] = None) -> str:
+    """The data root a dataset plugin reads: --data-root if given, else the per-user data folder."""
+    return str(Path(root).expanduser().absolute() if root else data_dir())
+
+
+def load_split(dataset: str, split: str, root: Optional[str | Path] = None, download: bool = False,
+               options: Optional[Mapping[str, Any]] = None) -> ImageData:
+    """The whole split as ImageData; loading the same split again in one process costs nothing.
+
+    `options` are the dataset's options (TrainConfig.dataset_options), e.g. imagefolder's folder and size.
+    """
+    frozen = tuple(normalize_dataset_options(options).items())
+    return _load_split(dataset, split, resolve_root(root), bool(download), frozen)
+
+
+# The key holds the resolved root and the options, so two roots (or two image sizes) are two entries.
 @functools.lru_cache(maxsize=16)
-def load_split(dataset: str, split: str, root: Optional[str] = None, download: bool = False) -> ImageData:
-    """The whole split as ImageData; loading the same split again in one process costs nothing."""
-    spec = registry.dataset(dataset)
+def _load_split(dataset: str, split: str, root: str, download: bool, options: tuple) -> ImageData:
+    spec = registry.dataset(dataset, dict(options))
     data = spec.load(split, root, download)
     images = data.images
     expected = (spec.shape.channels, spec.shape.size, spec.shape.size)
@@ -24,4 +42,10 @@ def load_split(dataset: str, split: str, root: Optional[str] = None, download: b
                           f"{getattr(images, 'dtype', '')}, expected uint8 N x {' x '.join(map(str, expected))}")
     if len(images) == 0:
         raise GanzooError(f"dataset '{dataset}' split '{split}' is empty")
+    if data.labels is not None and tuple(data.labels.shape) != (len(images),):
+        raise GanzooError(f"dataset '{dataset}' split '{split}' gave {tuple(data.labels.shape)} labels "
+                          f"for {len(images)} images")
     return data
+
+
+load_split.cache_clear = _load_split.cache_clear  # tests and long-lived notebooks can drop the cache

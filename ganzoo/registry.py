@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Mapping, Optional, TypeVar
 
+from .config import normalize_dataset_options
 from .errors import GanzooError
 from .plugins import get_plugin_manager, plugin_info
 from .specs import ArchitectureSpec, DatasetSpec, VariantSpec
@@ -73,8 +74,9 @@ def _spec_problem(spec: Any) -> str:
         return f"name {name!r} must be a non-empty string without spaces"
     if not isinstance(getattr(spec, "description", None), str):
         return f"'{name}' has no description string"
-    for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load"):
-        if hasattr(spec, attr) and not callable(getattr(spec, attr)):
+    for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load",
+                 "configure"):
+        if getattr(spec, attr, None) is not None and not callable(getattr(spec, attr)):
             return f"'{name}'.{attr} is not callable"
     return ""
 
@@ -96,5 +98,23 @@ def architecture(name: str) -> ArchitectureSpec:
     return get("architecture", name).spec
 
 
-def dataset(name: str) -> DatasetSpec:
-    return get("dataset", name).spec
+def dataset(name: str, options: Optional[Mapping[str, Any]] = None) -> DatasetSpec:
+    """A dataset spec configured with its options (TrainConfig.dataset_options / --dataset-option)."""
+    return configure_dataset(get("dataset", name).spec, options)
+
+
+def configure_dataset(spec: DatasetSpec, options: Optional[Mapping[str, Any]] = None) -> DatasetSpec:
+    """The one way options reach a dataset: its `configure` returns the spec those options describe."""
+    options = normalize_dataset_options(options)
+    if spec.configure is None:
+        if options:
+            raise GanzooError(f"dataset '{spec.name}' takes no options, got {', '.join(sorted(options))}")
+        return spec
+    configured = spec.configure(dict(options))
+    if not isinstance(configured, DatasetSpec) or configured.name != spec.name:
+        raise GanzooError(f"dataset '{spec.name}': configure must return a DatasetSpec named '{spec.name}', "
+                          f"got {type(configured).__name__} {getattr(configured, 'name', '')!r}")
+    problem = _spec_problem(configured)
+    if problem:
+        raise GanzooError(f"dataset '{spec.name}': configure returned a malformed spec: {problem}")
+    return configured

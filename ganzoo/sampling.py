@@ -70,7 +70,7 @@ def _resolved_shape(run: Run) -> ImageShape:
 
     shape = read_json(run.path / CONFIG_FILE, "run config").get("resolved", {}).get("dataset", {}).get("shape")
     if not shape:
-        return registry.dataset(run.config.dataset).shape
+        return registry.dataset(run.config.dataset, run.config.dataset_options).shape
     return ImageShape(int(shape["channels"]), int(shape["size"]))
 
 

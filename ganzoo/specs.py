@@ -81,8 +81,14 @@ class ImageData:
 class DatasetSpec:
     """A dataset: its shape, classes, splits and a loader.
 
-    load(split, root, download) returns ImageData for one split. `train_split` is what GANs train on;
+    load(split, root, download) returns ImageData for one split; `root` is the resolved data root (a folder
+    path string; --data-root or ganzoo.paths.data_dir()). `train_split` is what GANs train on;
     `reference_split` is the held-out real data that evaluation compares generated images against.
+
+    A dataset that takes options (``--dataset-option key=value``; TrainConfig.dataset_options) sets
+    `configure`: it receives the options as a dict of strings and returns the configured DatasetSpec (same
+    name; shape, classes and a load bound to those options), raising GanzooError for a bad or unknown option.
+    A dataset without `configure` takes no options. Use registry.dataset(name, options) to get the result.
     """
 
     name: str
@@ -93,3 +99,4 @@ class DatasetSpec:
     train_split: str = "train"
     reference_split: str = "test"
     source: str = ""  # where the data comes from (a paper, a URL, a package)
+    configure: Optional[Callable[[dict], "DatasetSpec"]] = None  # options -> configured spec (see above)

@@ -1,0 +1,220 @@
+"""imagefolder: any folder of images, as a dataset. Options (``--dataset-option key=value``):
+
+  folder=DIR            required. Images anywhere below it. If the top level holds no images but two or more
+                        sub-folders, each top-level sub-folder is a class (labels in sorted name order).
+  size=64               every image is resized (shorter side to `size`, antialiased) and centre-cropped to
+                        size x size, so mixed sizes and aspect ratios are fine.
+  channels=3            3 for RGB, 1 for grayscale (ITU-R 601 luma). Alpha is composited onto black.
+  holdout=0.1           fraction held out as the 'test' split (the reference for evaluation). The split is
+                        fixed by a hash of each file's relative path, so adding images moves no other image
+                        between splits. holdout=0 makes evaluation compare against the training images.
+  skip_unreadable=false a file with an image extension that cannot be decoded (truncated, corrupt) is an
+                        error naming it, by default: silently dropping data changes the dataset. With true,
+                        such files are skipped with a warning, and their count and names go into the run config.
+
+Files are recognised by extension (IMAGE_EXTENSIONS); others, and hidden files and folders, are ignored (and
+counted). Decoding happens once per process, in a thread pool (PIL releases the GIL while decoding and
+resizing), into one uint8 tensor.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganzoo.errors import GanzooError
+from ganzoo.hookspecs import hookimpl
+from ganzoo.specs import DatasetSpec, ImageData, ImageShape
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+DEFAULTS = {"size": "64", "channels": "3", "holdout": "0.1", "skip_unreadable": "false"}
+OPTIONS = ("folder", *DEFAULTS)
+NAME = "imagefolder"
+NEEDS_FOLDER = "needs --dataset-option folder=DIR (a folder of images, optionally one sub-folder per class)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    folder: Path
+    size: int
+    channels: int
+    holdout: float
+    skip_unreadable: bool
+    classes: tuple[str, ...]  # empty: unlabelled
+
+
+def _fail(message: str) -> GanzooError:
+    return GanzooError(f"dataset '{NAME}': {message}")
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def parse_options(options: dict) -> Settings:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise _fail(f"unknown option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+    if not options.get("folder"):
+        raise _fail(NEEDS_FOLDER)
+    o = {**DEFAULTS, **options}
+    folder = Path(o["folder"]).expanduser().absolute()
+    if not folder.is_dir():
+        raise _fail(f"folder {folder} does not exist or is not a folder")
+    try:
+        size, channels, holdout = int(o["size"]), int(o["channels"]), float(o["holdout"])
+    except ValueError as exc:
+        raise _fail(f"bad option value ({exc}); size and channels are integers, holdout a fraction") from exc
+    if not 4 <= size <= 1024:
+        raise _fail(f"size must be between 4 and 1024, got {size}")
+    if channels not in (1, 3):
+        raise _fail(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if not 0 <= holdout < 1:
+        raise _fail(f"holdout must be a fraction in [0, 1), got {holdout}")
+    skip = o["skip_unreadable"].strip().lower()
+    if skip not in ("true", "false", "1", "0", "yes", "no"):
+        raise _fail(f"skip_unreadable must be true or false, got {o['skip_unreadable']!r}")
+    # Classes from the top level alone (cheap): sub-folders, when no image sits beside them.
+    entries = sorted(e for e in os.listdir(folder) if not e.startswith("."))
+    subdirs = tuple(e for e in entries if (folder / e).is_dir())
+    top_images = any(_is_image(e) and (folder / e).is_file() for e in entries)
+    classes = subdirs if len(subdirs) >= 2 and not top_images else ()
+    return Settings(folder, size, channels, holdout, skip in ("true", "1", "yes"), classes)
+
+
+def _scan(s: Settings) -> tuple[list[tuple[str, int]], int]:
+    """Every image below the folder as (relative path, label), sorted; and the count of ignored files."""
+    found, ignored = [], 0
+    for dirpath, dirnames, filenames in os.walk(s.folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(s.folder)
+        for name in filenames:
+            if not _is_image(name):
+                ignored += 1
+                continue
+            rel = (rel_dir / name).as_posix()
+            top = rel.split("/", 1)[0]
+            if s.classes and top not in s.classes:
+                continue  # a file at the top level, created after the classes were listed
+            found.append((rel, s.classes.index(top) if s.classes else -1))
+    found.sort()
+    if not found:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise _fail(f"no images in {s.folder} (looked recursively for {exts}; {ignored} other files ignored)")
+    if s.classes:
+        counts = np.bincount([label for _, label in found], minlength=len(s.classes))
+        empty = [c for c, n in zip(s.classes, counts) if n == 0]
+        if empty:
+            raise _fail(f"class folder(s) {', '.join(str(s.folder / c) for c in empty)} hold no images; "
+                        "remove them or add images")
+    return found, ignored
+
+
+def _split(found: list[tuple[str, int]], holdout: float) -> dict[str, list[tuple[str, int]]]:
+    """The held-out files are those whose path hashes lowest: stable as images are added or removed."""
+    n = len(found)
+    k = 0 if holdout == 0 or n < 2 else min(max(round(n * holdout), 1), n - 1)
+    ranked = sorted(found, key=lambda item: hashlib.sha1(item[0].encode()).hexdigest())
+    test = set(ranked[:k])
+    return {"train": [f for f in found if f not in test], "test": [f for f in found if f in test]}
+
+
+def _read(path: Path, size: int, mode: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.draft(mode, (size, size))  # JPEG: let the decoder downscale by a power of two first (much faster)
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            im = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+            im.alpha_composite(rgba)
+        im = im.convert(mode)
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BICUBIC)  # PIL widens the filter when shrinking: antialiased
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+def _decode(s: Settings, path: Path):
+    try:
+        return _read(path, s.size, "RGB" if s.channels == 3 else "L")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def load(s: Settings, split: str, root: str = "", download: bool = False) -> ImageData:
+    found, ignored = _scan(s)
+    splits = _split(found, s.holdout)
+    if split not in splits:
+        raise _fail(f"has splits 'train' and 'test', not '{split}'")
+    files = splits[split]
+    if not files:
+        raise _fail(f"split '{split}' of {s.folder} is empty ({len(found)} images, holdout {s.holdout})")
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(pool.map(functools.partial(_decode, s), [s.folder / rel for rel, _ in files]))
+    bad = [(rel, d) for (rel, _), d in zip(files, decoded) if isinstance(d, str)]
+    if bad and not s.skip_unreadable:
+        raise _fail(f"cannot read image {s.folder / bad[0][0]} ({bad[0][1]}); {len(bad)} unreadable of {len(files)} "
+                    f"in split '{split}': fix or remove them, or pass --dataset-option skip_unreadable=true")
+    if bad:
+        print(f"ganzoo: warning: dataset '{NAME}': skipped {len(bad)} unreadable of {len(files)} images in split "
+              f"'{split}' (first: {s.folder / bad[0][0]}: {bad[0][1]})", file=sys.stderr)
+    kept = [(f, d) for f, d in zip(files, decoded) if not isinstance(d, str)]
+    if not kept:
+        raise _fail(f"none of the {len(files)} images in split '{split}' of {s.folder} could be read")
+    array = np.stack([d for _, d in kept])
+    if s.channels == 1:
+        array = array[:, None]
+    else:
+        array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # N x H x W x C -> N x C x H x W
+    labels = torch.tensor([label for (_, label), _ in kept], dtype=torch.int64) if s.classes else None
+    listing = "\n".join(f"{rel}\t{(s.folder / rel).stat().st_size}" for (rel, _), _ in kept)
+    info = {"source": str(s.folder), "count": len(kept), "classes": list(s.classes),
+            "split_rule": f"holdout {s.holdout}: files with the lowest sha1(relative path) form 'test'",
+            "resize": f"shorter side to {s.size} (bicubic, antialiased), centre crop {s.size}x{s.size}",
+            "files_sha256": hashlib.sha256(listing.encode()).hexdigest()[:16],  # names and sizes of the files used
+            "ignored_non_images": ignored, "skipped_unreadable": len(bad),
+            "skipped_files": [rel for rel, _ in bad[:20]]}
+    return ImageData(torch.from_numpy(array), labels, info)
+
+
+def configure(options: dict) -> DatasetSpec:
+    s = parse_options(options)
+    return DatasetSpec(
+        name=NAME,
+        description=f"images in {s.folder}, {s.size}x{s.size}, {'RGB' if s.channels == 3 else 'grayscale'}",
+        shape=ImageShape(s.channels, s.size),
+        load=functools.partial(load, s),
+        num_classes=len(s.classes) or None,
+        train_split="train",
+        reference_split="test" if s.holdout > 0 else "train",
+        source=str(s.folder),
+        configure=configure,
+    )
+
+
+def _unconfigured(split: str, root: str = "", download: bool = False) -> ImageData:
+    raise _fail(NEEDS_FOLDER)  # registry.dataset() configures first; this is for direct callers of .load
+
+
+@hookimpl
+def ganzoo_datasets():
+    return [DatasetSpec(
+        name=NAME,
+        description="your own images: --dataset-option folder=DIR [size=64 channels=3 holdout=0.1 "
+                    "skip_unreadable=false]; class sub-folders give labels",
+        shape=ImageShape(3, 64),  # the defaults; the configured spec has the real shape
+        load=_unconfigured,
+        configure=configure,
+    )]
