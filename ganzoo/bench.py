@@ -1,0 +1,285 @@
+"""`ganzoo bench`: train a grid of variants x architectures x datasets x seeds, score each, keep the results.
+
+The grid is described by a BenchSpec (from a TOML preset, the command line, or Python). Each cell is an
+ordinary ganzoo.train run in <out>/runs/, evaluated by ganzoo.evaluate, and its record is committed to the
+report folder's results store (store.py) before the next cell starts. Re-running the same command skips the
+cells already recorded and resumes the one in flight from its checkpoint, so an interrupted benchmark loses at
+most the steps since its last checkpoint. A cell that fails or diverges is recorded with its status and error
+and the grid goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from . import __version__, registry
+from .config import TrainConfig
+from .errors import DivergedError, GanzooError
+from .store import ResultsStore
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """One benchmark: the grid axes, the training settings shared by every cell, and the evaluation protocol."""
+
+    variants: tuple[str, ...] = ()  # empty: every registered variant, third-party plugins included
+    archs: tuple[str, ...] = ("mlp",)
+    datasets: tuple[str, ...] = ("mnist5k",)
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 1500
+    eval_every: int = 500  # FID curve resolution (0: final score only)
+    eval_samples: int = 1000  # images per evaluation during training
+    n_fake: int = 5000  # images generated for the final score
+    n_real: Optional[int] = None  # reference images (None: the whole reference split)
+    extractor: Optional[str] = None  # None: each dataset's default (the offline classifier for digits)
+    device: str = "auto"
+    train: dict = field(default_factory=dict)  # other TrainConfig fields: batch_size, lr, betas, d_steps, ...
+    dataset_options: dict = field(default_factory=dict)  # dataset name -> {option: value}
+    data_root: Optional[str] = None
+
+    def __post_init__(self):
+        for name in ("variants", "archs", "datasets", "seeds"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            object.__setattr__(self, name, tuple(v.strip() if isinstance(v, str) else v for v in value))
+        try:
+            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        except ValueError:
+            raise GanzooError(f"seeds must be integers, got {self.seeds!r}") from None
+        if self.extractor == "":  # TOML has no null: "" means each dataset's default
+            object.__setattr__(self, "extractor", None)
+        for name in ("archs", "datasets", "seeds"):
+            if not getattr(self, name):
+                raise GanzooError(f"the benchmark needs at least one entry in {name}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise GanzooError(f"seeds repeat: {self.seeds}")
+        for name in ("steps", "n_fake", "eval_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise GanzooError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
+        reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device"} & set(self.train)
+        if reserved:
+            raise GanzooError(f"[train] cannot set {', '.join(sorted(reserved))}: they are benchmark settings")
+
+    @classmethod
+    def from_toml(cls, path: Path | str, **overrides: Any) -> "BenchSpec":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise GanzooError(f"benchmark config not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
+        settings = dict(data.get("bench", {}))
+        unknown_tables = set(data) - {"bench", "train", "dataset_options"}
+        if unknown_tables:
+            raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
+                              "expected [bench], [train], [dataset_options]")
+        settings["train"] = dict(data.get("train", {}))
+        settings["dataset_options"] = dict(data.get("dataset_options", {}))
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(settings, where=str(path))
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any], where: str = "benchmark settings") -> "BenchSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise GanzooError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if settings.get("variants") == "all":
+            settings = {**settings, "variants": ()}
+        return cls(**settings)
+
+    def resolved_variants(self) -> tuple[str, ...]:
+        return self.variants or tuple(registry.entries("variant"))
+
+    def train_config(self, variant: str, arch: str, dataset: str, seed: int) -> TrainConfig:
+        settings = {**self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed,
+                    "steps": self.steps, "eval_every": self.eval_every, "eval_samples": self.eval_samples,
+                    "device": self.device, "data_root": self.data_root,
+                    "dataset_options": self.dataset_options.get(dataset, {})}
+        return TrainConfig.from_dict(settings)
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """What every cell's score depends on besides its own axis values: a report folder holds one of these."""
+        axes = {"variant", "arch", "dataset", "seed", "dataset_options"}
+        recipe = self.train_config("-", "-", "-", 0).identity()
+        return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
+                "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("variants", "archs", "datasets", "seeds"):
+            d[k] = list(d[k])
+        return d
+
+
+def load_spec(config: Optional[Path | str] = None, **overrides: Any) -> BenchSpec:
+    """A preset file (or, without one, the built-in CPU preset: BenchSpec's defaults) with overrides on top."""
+    if config is None:
+        return BenchSpec.from_dict({k: v for k, v in overrides.items() if v is not None})
+    return BenchSpec.from_toml(config, **overrides)
+
+
+def source_revision() -> str:
+    """The git commit of the ganzoo source tree, when it runs from a checkout ("" otherwise)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if out.returncode != 0:
+        return ""
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progress: bool = True,
+          config: Optional[Path | str] = None, inception_weights: Optional[str] = None, **overrides: Any):
+    """Run (or resume) a benchmark into the report folder `out`; returns its leaderboard DataFrame.
+
+    ``ganzoo.bench(variants="vanilla,lsgan", seeds=[0, 1], steps=2000)`` or ``ganzoo.bench(spec)``.
+    The DataFrame's attrs["all_completed"] says whether every cell trained and scored.
+    """
+    from .leaderboard import leaderboard, write_reports
+
+    if spec is None:
+        spec = load_spec(config, **overrides)
+    elif overrides or config:
+        raise GanzooError("pass either a BenchSpec or settings, not both")
+    out = Path(out)
+    variants = spec.resolved_variants()
+    for name in variants:
+        registry.get("variant", name)  # fail before any training on a misspelt name
+    for name in spec.archs:
+        registry.get("architecture", name)
+    for name in spec.datasets:
+        registry.dataset(name, spec.dataset_options.get(name, {}))
+    store = ResultsStore.open(out / "results.sqlite", create=True)
+    store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
+                                                          "git_commit": source_revision()})
+
+    cells = [(v, a, d, s) for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
+    references = [(a, d) for d in spec.datasets for a in spec.archs]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(cells) + len(references) + len(spec.datasets), disable=not progress, unit="cell",
+               desc="bench", position=0, dynamic_ncols=True)
+    for dataset in spec.datasets:  # "what perfect looks like" under this protocol
+        key = f"real:{dataset}"
+        if not store.has(key):
+            store.put(key, _real_row(spec, dataset, inception_weights))
+        bar.update()
+    for arch, dataset in references:  # the floor every trained variant must clear
+        key = f"untrained:{arch}:{dataset}"
+        if not store.has(key):
+            store.put(key, _untrained_row(spec, arch, dataset, inception_weights))
+        bar.update()
+    for variant, arch, dataset, seed in cells:
+        config = spec.train_config(variant, arch, dataset, seed)
+        key = f"run:{config.key()}"
+        if not store.has(key, final_only=True):
+            bar.set_postfix_str(f"{variant}/{arch}/{dataset} seed {seed}")
+            store.put(key, _run_cell(config, out, spec, progress, inception_weights))
+        bar.update()
+    bar.close()
+
+    board = leaderboard(out)
+    write_reports(out, board)
+    return board
+
+
+def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
+              inception_weights: Optional[str]) -> dict[str, Any]:
+    """Train (or resume) one cell and score it; any failure becomes the record's status and error."""
+    from .evaluation import evaluate
+
+    row = {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
+           "seed": config.seed}
+    run_dir = out / "runs" / f"{config.variant}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+    row["run"] = str(run_dir.relative_to(out))
+    try:
+        run = _train_or_resume(config, run_dir, progress)
+        started = time.perf_counter()
+        result = evaluate(run, spec.extractor, n_fake=spec.n_fake, n_real=spec.n_real, seed=config.seed,
+                          device=spec.device, inception_weights=inception_weights, progress=False)
+    except DivergedError as exc:
+        return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir)}
+    except GanzooError as exc:
+        return {**row, "status": "failed", "error": str(exc), **_run_stats(run_dir)}
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the grid
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f" (at {Path(frame.filename).name}:{frame.lineno})"
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
+    return {**row, "status": "completed", "error": "", **_run_stats(run_dir), **result.to_record(),
+            "eval_seconds": time.perf_counter() - started}
+
+
+def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):
+    from .runs import open_run
+    from .training import train
+
+    if (run_dir / "config.json").is_file() and open_run(run_dir).status == "diverged":
+        raise DivergedError(open_run(run_dir).stats.get("error", "diverged"))
+    return train(config, out=run_dir, progress=progress)
+
+
+def _run_stats(run_dir: Path) -> dict[str, Any]:
+    """Training facts from the run folder: steps, wall time, speed, the FID curve's best and final points."""
+    from .runs import open_run
+
+    try:
+        run = open_run(run_dir)
+    except GanzooError:
+        return {}
+    stats = run.stats
+    final = stats.get("final", {})
+    return {"steps": run.step, "wall_time_s": stats.get("wall_time_s"), "images_per_s": stats.get("images_per_s"),
+            "best_fid": stats.get("best_fid"), "best_fid_step": stats.get("best_fid_step"),
+            "final_fid": stats.get("final_fid"),
+            "final_d_loss": final.get("d_loss"), "final_g_loss": final.get("g_loss"),
+            "final_d_real": final.get("d_real"), "final_d_fake": final.get("d_fake")}
+
+
+def _real_row(spec: BenchSpec, dataset: str, inception_weights: Optional[str]) -> dict[str, Any]:
+    from .evaluation import real_reference
+
+    result = real_reference(dataset, spec.extractor, n=None, seed=0, n_real=spec.n_real, device=spec.device,
+                            inception_weights=inception_weights, dataset_options=spec.dataset_options.get(dataset),
+                            data_root=spec.data_root, progress=False)
+    return {"kind": "real", "variant": "real data", "arch": "-", "dataset": dataset, "seed": 0,
+            "status": "completed", "error": "", **result.to_record()}
+
+
+def _untrained_row(spec: BenchSpec, arch: str, dataset: str, inception_weights: Optional[str]) -> dict[str, Any]:
+    """A generator at its initial weights, scored like the others: the baseline a trained GAN must beat."""
+    from .evaluation import evaluate_images
+    from .sampling import generate
+
+    config = spec.train_config(spec.resolved_variants()[0], arch, dataset, spec.seeds[0])
+    shape = registry.dataset(dataset, config.dataset_options).shape
+    torch.manual_seed(config.seed)
+    generator = registry.architecture(arch).build_generator(config.latent_dim, shape)
+    images = generate(generator, spec.n_fake, config.latent_dim, config.seed)
+    result = evaluate_images(images, dataset, spec.extractor, n_real=spec.n_real, seed=config.seed,
+                             device=spec.device, inception_weights=inception_weights,
+                             dataset_options=config.dataset_options, data_root=spec.data_root, progress=False)
+    return {"kind": "untrained", "variant": "untrained generator", "arch": arch, "dataset": dataset,
+            "seed": config.seed, "status": "completed", "error": "", "steps": 0, **result.to_record()}

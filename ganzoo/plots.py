@@ -1,0 +1,146 @@
+"""The report's pictures: FID curves, losses and D outputs, and sample grids side by side (matplotlib, Agg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .files import atomic_write
+from .store import ResultsStore
+
+SMOOTH = 50  # steps in the rolling mean of the loss curves; single-step GAN losses are mostly noise
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
+def _runs(folder: Path) -> pd.DataFrame:
+    store = ResultsStore.open(folder)
+    try:
+        frame = store.frame()
+    finally:
+        store.close()
+    if frame.empty or "kind" not in frame:
+        return frame
+    runs = frame[(frame["kind"] == "run") & frame.get("run", pd.Series(dtype=str)).notna()].copy()
+    runs["label"] = runs["variant"] + " / " + runs["arch"] + " / " + runs["dataset"]
+    return runs
+
+
+def write_plots(folder: Path | str) -> dict[str, Path]:
+    folder = Path(folder)
+    runs = _runs(folder)
+    if runs.empty:
+        return {}
+    written = {}
+    for name, draw in (("curves", curves), ("losses", losses), ("samples", samples)):
+        path = draw(folder, runs)
+        if path is not None:
+            written[name] = path
+    return written
+
+
+def curves(folder: Path, runs: pd.DataFrame):
+    """FID against training step per variant: mean over seeds with a band of +- one standard deviation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = False
+    for label, group in runs.groupby("label", sort=True):
+        tables = [pd.read_csv(folder / r / "eval.csv") for r in group["run"] if (folder / r / "eval.csv").is_file()]
+        tables = [t for t in tables if len(t) and "fid" in t]
+        if not tables:
+            continue
+        stacked = pd.concat(tables).groupby("step")["fid"]
+        mean, sd = stacked.mean(), stacked.std().fillna(0)
+        line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{label} (n={len(tables)})")
+        ax.fill_between(mean.index, (mean - sd).values, (mean + sd).values, color=line.get_color(), alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("training step")
+    ax.set_ylabel("FID (in-training evaluation)")
+    ax.set_yscale("log")
+    ax.set_title("FID during training (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, folder / "curves.png")
+
+
+def losses(folder: Path, runs: pd.DataFrame):
+    """D and G losses and mean D(x), D(G(z)) per variant; the dashed line is the equilibrium value 0.5."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    panels = [("d_loss", "discriminator loss"), ("g_loss", "generator loss"),
+              ("d_real", "mean D(x) on real"), ("d_fake", "mean D(G(z)) on generated")]
+    drawn = False
+    for label, group in runs.groupby("label", sort=True):
+        logs = [pd.read_csv(folder / r / "log.csv") for r in group["run"] if (folder / r / "log.csv").is_file()]
+        logs = [log for log in logs if len(log)]
+        if not logs:
+            continue
+        mean = pd.concat(logs).groupby("step").mean(numeric_only=True).rolling(SMOOTH, min_periods=1).mean()
+        for ax, (column, _) in zip(axes.flat, panels):
+            ax.plot(mean.index, mean[column], lw=1.2, label=label)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    for ax, (column, title) in zip(axes.flat, panels):
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if column in ("d_real", "d_fake"):
+            ax.axhline(0.5, ls="--", color="black", lw=1, label="equilibrium D = 0.5")
+    for ax in axes[1]:
+        ax.set_xlabel("training step")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 1].legend(fontsize=7)
+    fig.suptitle(f"Training dynamics (rolling mean over {SMOOTH} steps, averaged over seeds)", fontsize=11)
+    return _save(fig, folder / "losses.png")
+
+
+def samples(folder: Path, runs: pd.DataFrame):
+    """One 8x8 grid per variant (first seed), all from the same latent vectors."""
+    from torchvision.utils import make_grid
+
+    from .sampling import generate, load_generator
+    from .training import GRID_SEED
+    from .errors import GanzooError
+
+    plt = _pyplot()
+    firsts = runs[runs["status"] == "completed"].sort_values("seed").groupby("label", sort=True).head(1)
+    grids = []
+    for _, row in firsts.iterrows():
+        try:
+            generator, run = load_generator(folder / row["run"], device="cpu")
+        except GanzooError:
+            continue
+        images = generate(generator, 64, run.config.latent_dim, GRID_SEED)
+        grid = make_grid(images.float() / 255, nrow=8, padding=2, pad_value=1.0)
+        grids.append((f"{row['label']}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))
+    if not grids:
+        return None
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+    for ax, (title, image) in zip(axes[0], grids):
+        ax.imshow(np.clip(image, 0, 1), cmap="gray" if image.shape[2] == 1 else None)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle("Samples from the same latent vectors", fontsize=11)
+    return _save(fig, folder / "samples.png")

@@ -1,0 +1,130 @@
+"""The results store of a report folder: one SQLite file (standard library; pandas reads it directly).
+
+Each grid cell's record is committed in its own transaction, so a crash loses nothing already written and
+readers (a leaderboard rendered while the benchmark runs) always see whole records. A file that is not a
+ganzoo store, or is damaged, is reported and never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import GanzooError
+
+FORMAT = "ganzoo-results"
+VERSION = "1"
+FINAL_STATUSES = ("completed", "diverged")  # a failed cell is retried on the next run; these are not
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,      -- run:<config hash>, real:<dataset>, untrained:<arch>:<dataset>
+    kind TEXT NOT NULL,        -- run, real, untrained
+    status TEXT NOT NULL,      -- completed, failed, diverged
+    record TEXT NOT NULL,      -- the flat JSON record: axes, metrics, protocol.*, training stats
+    written_at TEXT NOT NULL
+);
+"""
+
+
+class ResultsStore:
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self.db = connection
+
+    @classmethod
+    def open(cls, path: Path | str, create: bool = False) -> "ResultsStore":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.sqlite"
+        if not path.is_file():
+            if not create:
+                raise GanzooError(f"no ganzoo results at {path} (run `ganzoo bench --out {path.parent}` first)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=60)
+            with db:
+                db.executescript(SCHEMA)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("format", FORMAT), ("version", VERSION), ("created_by", f"ganzoo {__version__}"),
+                    ("created_at", _now())])
+            return cls(path, db)
+        try:
+            db = sqlite3.connect(f"file:{path}?mode={'rw' if create else 'ro'}", uri=True, timeout=60)
+            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise GanzooError(f"{path} is not a ganzoo results store or is damaged ({exc}); "
+                              "it was left untouched") from None
+        if meta.get("format") != FORMAT:
+            raise GanzooError(f"{path} is a SQLite file but not a ganzoo results store; it was left untouched")
+        if meta.get("version") != VERSION:
+            raise GanzooError(f"{path} has results format version {meta.get('version')}; "
+                              f"this ganzoo reads version {VERSION}")
+        return cls(path, db)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+
+    def claim(self, settings: dict[str, Any], spec: dict[str, Any], provenance: dict[str, str]) -> None:
+        """Tie the folder to one benchmark protocol: more variants or seeds may be added later, but cells
+        trained or scored differently would make the leaderboard compare unlike with unlike."""
+        stored = self.meta().get("settings")
+        wanted = json.dumps(settings, sort_keys=True)
+        if stored is not None and stored != wanted:
+            old = json.loads(stored)
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
+                             if old.get(k) != settings.get(k))
+            raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
+                              "choose another --out")
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (wanted,))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (json.dumps(spec, sort_keys=True),))
+            for name, value in provenance.items():  # the latest run's versions; each record keeps its own too
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def has(self, key: str, final_only: bool = False) -> bool:
+        row = self.db.execute("SELECT status FROM results WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return False
+        return row[0] in FINAL_STATUSES if final_only else row[0] == "completed"
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        record = {"key": key, **record}
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                            (key, record["kind"], record["status"], json.dumps(record, default=_jsonable), _now()))
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            rows = self.db.execute("SELECT key, record FROM results ORDER BY rowid").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise GanzooError(f"results store {self.path} is damaged ({exc})") from None
+        out = []
+        for key, text in rows:
+            try:
+                out.append(json.loads(text))
+            except json.JSONDecodeError:
+                raise GanzooError(f"results store {self.path}: the record {key} is corrupt") from None
+        return out
+
+    def frame(self):
+        """One row per stored record (per seed), as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records())
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
