@@ -145,11 +145,15 @@ def _read(path: Path, size: int, mode: str) -> np.ndarray:
         return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
-def _decode(s: Settings, path: Path):
+def _decode_into(s: Settings, out: np.ndarray, job: tuple[int, Path]):
+    """Decode image i straight into row i of the N x C x H x W output; an error comes back as a string."""
+    i, path = job
     try:
-        return _read(path, s.size, "RGB" if s.channels == 3 else "L")
+        pixels = _read(path, s.size, "RGB" if s.channels == 3 else "L")
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    out[i] = pixels[None] if s.channels == 1 else pixels.transpose(2, 0, 1)
+    return None
 
 
 def load(s: Settings, split: str, root: str = "", download: bool = False) -> ImageData:
@@ -160,26 +164,25 @@ def load(s: Settings, split: str, root: str = "", download: bool = False) -> Ima
     files = splits[split]
     if not files:
         raise _fail(f"split '{split}' of {s.folder} is empty ({len(found)} images, holdout {s.holdout})")
+    array = np.empty((len(files), s.channels, s.size, s.size), dtype=np.uint8)  # filled in place: no copies
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        decoded = list(pool.map(functools.partial(_decode, s), [s.folder / rel for rel, _ in files]))
-    bad = [(rel, d) for (rel, _), d in zip(files, decoded) if isinstance(d, str)]
+        errors = list(pool.map(functools.partial(_decode_into, s, array),
+                               [(i, s.folder / rel) for i, (rel, _) in enumerate(files)]))
+    bad = [(rel, e) for (rel, _), e in zip(files, errors) if e is not None]
     if bad and not s.skip_unreadable:
         raise _fail(f"cannot read image {s.folder / bad[0][0]} ({bad[0][1]}); {len(bad)} unreadable of {len(files)} "
                     f"in split '{split}': fix or remove them, or pass --dataset-option skip_unreadable=true")
     if bad:
         print(f"ganzoo: warning: dataset '{NAME}': skipped {len(bad)} unreadable of {len(files)} images in split "
               f"'{split}' (first: {s.folder / bad[0][0]}: {bad[0][1]})", file=sys.stderr)
-    kept = [(f, d) for f, d in zip(files, decoded) if not isinstance(d, str)]
-    if not kept:
-        raise _fail(f"none of the {len(files)} images in split '{split}' of {s.folder} could be read")
-    array = np.stack([d for _, d in kept])
-    if s.channels == 1:
-        array = array[:, None]
-    else:
-        array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # N x H x W x C -> N x C x H x W
-    labels = torch.tensor([label for (_, label), _ in kept], dtype=torch.int64) if s.classes else None
-    listing = "\n".join(f"{rel}\t{(s.folder / rel).stat().st_size}" for (rel, _), _ in kept)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        if not ok:
+            raise _fail(f"none of the {len(files)} images in split '{split}' of {s.folder} could be read")
+        array = array[ok]
+    kept = [f for f, e in zip(files, errors) if e is None]
+    labels = torch.tensor([label for _, label in kept], dtype=torch.int64) if s.classes else None
+    listing = "\n".join(f"{rel}\t{(s.folder / rel).stat().st_size}" for rel, _ in kept)
     info = {"source": str(s.folder), "count": len(kept), "classes": list(s.classes),
             "split_rule": f"holdout {s.holdout}: files with the lowest sha1(relative path) form 'test'",
             "resize": f"shorter side to {s.size} (bicubic, antialiased), centre crop {s.size}x{s.size}",
