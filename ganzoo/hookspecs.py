@@ -27,3 +27,8 @@ def ganzoo_architectures() -> list:
 @hookspec
 def ganzoo_datasets() -> list:
     """Return a list of DatasetSpec: image datasets to train on and evaluate against."""
+
+
+@hookspec
+def ganzoo_feature_extractors() -> list:
+    """Return a list of ExtractorSpec: feature extractors that IS, FID and KID are computed with."""

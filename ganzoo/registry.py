@@ -7,7 +7,7 @@ from typing import Any, Generic, Mapping, Optional, TypeVar
 from .config import normalize_dataset_options
 from .errors import GanzooError
 from .plugins import get_plugin_manager, plugin_info
-from .specs import ArchitectureSpec, DatasetSpec, VariantSpec
+from .specs import ArchitectureSpec, DatasetSpec, ExtractorSpec, VariantSpec
 
 T = TypeVar("T")
 
@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "variant": ("ganzoo_variants", VariantSpec),
     "architecture": ("ganzoo_architectures", ArchitectureSpec),
     "dataset": ("ganzoo_datasets", DatasetSpec),
+    "extractor": ("ganzoo_feature_extractors", ExtractorSpec),
 }
 
 
@@ -75,7 +76,7 @@ def _spec_problem(spec: Any) -> str:
     if not isinstance(getattr(spec, "description", None), str):
         return f"'{name}' has no description string"
     for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load",
-                 "configure"):
+                 "configure", "prepare"):
         if getattr(spec, attr, None) is not None and not callable(getattr(spec, attr)):
             return f"'{name}'.{attr} is not callable"
     return ""

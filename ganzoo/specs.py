@@ -100,3 +100,58 @@ class DatasetSpec:
     reference_split: str = "test"
     source: str = ""  # where the data comes from (a paper, a URL, a package)
     configure: Optional[Callable[[dict], "DatasetSpec"]] = None  # options -> configured spec (see above)
+
+
+# ---- feature extractors (evaluation) ----
+
+# calculate_metrics keyword under which evaluation passes a list to extractors that classify: such an extractor
+# appends the IS-layer output (class logits, on the CPU) of every batch it processes, so that mode coverage
+# comes from the same single pass as IS/FID/KID. torch-fidelity hands all its keywords to the extractor.
+LOGITS_SINK = "ganzoo_logits_sink"
+
+
+@dataclass(frozen=True)
+class ExtractorRequest:
+    """What evaluation tells a feature-extractor plugin when it asks for an extractor ready to use."""
+
+    dataset: DatasetSpec  # configured with its options
+    load: Callable[[str], ImageData]  # split name -> the whole split (root, download and options resolved)
+    dataset_options: dict = field(default_factory=dict)
+    weights_path: Optional[str] = None  # an explicit weights file (--inception-weights), else the plugin's default
+    device: str = "cpu"
+    progress: bool = True  # one-time work (training a classifier) may report itself on stderr
+
+
+@dataclass(frozen=True)
+class PreparedExtractor:
+    """A feature extractor registered with torch-fidelity, its weights checked and hashed.
+
+    Evaluation hands `fidelity_name`, `weights_path` and `feature_layers` to one
+    ``torch_fidelity.calculate_metrics`` call; everything else goes into the protocol of every score.
+    """
+
+    fidelity_name: str  # the name it is registered under in torch-fidelity
+    weights_path: str  # passed as feature_extractor_weights_path (already loaded safely and checked)
+    weights_sha256: str
+    feature_layers: dict  # {"isc": layer, "fid": layer, "kid": layer}
+    scores_are: str  # how to label its IS/FID/KID, e.g. "classifier IS/FID/KID (... not comparable ...)"
+    resize: str  # what the extractor does to the image size
+    feature_dim: int = 0  # width of the FID/KID layer
+    batch_size: int = 64
+    num_classes: Optional[int] = None  # set when the IS layer gives the dataset's class logits (via LOGITS_SINK)
+    info: dict = field(default_factory=dict)  # further protocol fields (classifier accuracy, official weights)
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """A feature extractor for IS, FID and KID.
+
+    prepare(request) returns a PreparedExtractor (training or loading what it needs, registering its class with
+    torch-fidelity) or raises GanzooError with a one-line reason (weights missing, corrupt, wrong shapes).
+    """
+
+    name: str
+    description: str
+    prepare: Callable[[ExtractorRequest], PreparedExtractor]
+    paper: str = ""
+    needs_labels: bool = False  # trained on the dataset's labels, so only for labelled datasets
