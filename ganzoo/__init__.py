@@ -14,5 +14,6 @@ from .errors import DivergedError, GanzooError  # noqa: E402
 from .runs import Run, open_run  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .training import train  # noqa: E402
+from .evaluation import EvalResult, evaluate  # noqa: E402
 
-__all__ = ["DivergedError", "GanzooError", "Run", "TrainConfig", "open_run", "sample", "train", "__version__"]
+__all__ = ["EvalResult", "evaluate", "DivergedError", "GanzooError", "Run", "TrainConfig", "open_run", "sample", "train", "__version__"]
