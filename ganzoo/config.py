@@ -11,7 +11,10 @@ from .errors import GanzooError
 
 # Fields that change how a run is executed or saved but not what it computes; they are left out of the
 # identity of a run, so a run resumed with a different checkpoint interval is still the same run.
-OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download"}
+# Evaluation during training only reads the generator (the same weights with or without it), so its settings
+# are operational too.
+OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
+                      "eval_every", "eval_samples", "eval_extractor", "inception_weights"}
 
 
 def normalize_dataset_options(options: Any) -> dict[str, str]:
@@ -51,6 +54,10 @@ class TrainConfig:
     download: bool = False  # let a dataset plugin fetch missing files (needs a network)
     dataset_options: dict = field(default_factory=dict)  # --dataset-option key=value; part of the identity
     extra: dict = field(default_factory=dict)  # free-form settings a plugin may read; part of the identity
+    eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
+    eval_samples: int = 5000  # generated images per evaluation during training
+    eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
+    inception_weights: Optional[str] = None  # weights file for inception-v3-compat (None: torch's hub cache)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "latent_dim", "d_steps", "checkpoint_every"):
@@ -67,6 +74,10 @@ class TrainConfig:
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "dataset_options", normalize_dataset_options(self.dataset_options))
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
+            raise GanzooError(f"eval-every must be a non-negative integer (0: off), got {self.eval_every!r}")
+        if not isinstance(self.eval_samples, int) or isinstance(self.eval_samples, bool) or self.eval_samples < 2:
+            raise GanzooError(f"eval-samples must be an integer of at least 2, got {self.eval_samples!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -5,6 +5,8 @@
     log.csv         one row per step: step, d_loss, g_loss, d_real, d_fake, time_s
     checkpoint.pt   generator, discriminator, optimizers, noise RNG: enough to resume bit-identically
     samples.png     a grid of generated samples from fixed noise
+    eval.csv        with --eval-every: step, is_mean, is_std, fid, kid_mean, kid_std [, classes_covered, class_kl]
+    eval.json       the protocol those in-training scores were computed under
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ STATUS_FILE = "run.json"
 LOG_FILE = "log.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 GRID_FILE = "samples.png"
-RUN_FILES = (CONFIG_FILE, STATUS_FILE, LOG_FILE, CHECKPOINT_FILE, GRID_FILE)
+EVAL_FILE = "eval.csv"
+EVAL_PROTOCOL_FILE = "eval.json"
+RUN_FILES = (CONFIG_FILE, STATUS_FILE, LOG_FILE, CHECKPOINT_FILE, GRID_FILE, EVAL_FILE, EVAL_PROTOCOL_FILE)
 LOG_COLUMNS = ("step", "d_loss", "g_loss", "d_real", "d_fake", "time_s")
 
 
@@ -52,6 +56,13 @@ class Run:
         import pandas as pd
 
         return pd.read_csv(self.log)
+
+    def read_eval(self):
+        """The in-training scores (eval.csv) as a pandas DataFrame; empty when the run was not evaluated."""
+        import pandas as pd
+
+        path = self.path / EVAL_FILE
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
 
 def open_run(path: Path | str) -> Run:

@@ -102,6 +102,11 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         start_step, wall_before = int(state["step"]), float(state["wall_time_s"])
     else:
         write_json(out / CONFIG_FILE, resolved)
+    evaluator = None
+    if config.eval_every:  # prepared before the first step: a missing weights file fails now, not at step K
+        from .evaluation import TrainingEvaluator
+
+        evaluator = TrainingEvaluator(config, out, device, keep_until=start_step)
     log = _LogWriter(out / LOG_FILE, keep_until=start_step)
     _write_status(out, "running", start_step, config)
 
@@ -153,7 +158,9 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
                                         variant.d_value(fake.logits.detach()).mean()]).float())
         pending_times.append(wall_before + time.perf_counter() - started)
         done = step + 1
-        if len(pending) >= LOG_FLUSH_EVERY or done == config.steps or done % config.checkpoint_every == 0:
+        evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
+        if len(pending) >= LOG_FLUSH_EVERY or done == config.steps or done % config.checkpoint_every == 0 \
+                or evaluate_now:
             rows = torch.stack(pending).cpu()
             first = done - len(pending) + 1  # step number of rows[0]
             bad = _first_nonfinite(rows)
@@ -171,6 +178,8 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
             bar.update(done - bar.n)
             bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
                             img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
+            if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
+                started += evaluator(G, done)  # the training clock leaves evaluation out
             if done % config.checkpoint_every == 0 or done == config.steps:
                 wall = wall_before + time.perf_counter() - started
                 sha = checkpoint.save(out / CHECKPOINT_FILE, {
@@ -190,7 +199,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     trained_steps = config.steps - start_step
     _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
                   wall_time_s=wall, images_per_s=config.steps * config.batch_size * config.d_steps / max(wall, 1e-9),
-                  steps_this_session=trained_steps, final=final)
+                  steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}))
     return open_run(out)
 
 
