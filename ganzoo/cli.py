@@ -129,6 +129,13 @@ def _add_train(p):
     p.add_argument("--out", default=None, help="run folder (default runs/<variant>-<arch>-<dataset>-seed<seed>)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="K",
+                   help="score IS/FID/KID every K steps and at the end into eval.csv (default 0: off)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help=f"generated images per in-training evaluation (default {d.eval_samples})")
+    p.add_argument("--eval-extractor", default=None, help="feature extractor for those (default: the dataset's)")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="Inception weights file for --eval-extractor inception-v3-compat")
 
 
 @command("train", "train one GAN; writes checkpoint, config, per-step log and a sample grid")
@@ -141,7 +148,9 @@ def run_train(args) -> int:
                          seed=args.seed, batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr,
                          betas=tuple(args.betas), d_steps=args.d_steps, device=args.device,
                          checkpoint_every=args.checkpoint_every, data_root=args.data_root,
-                         download=args.download, dataset_options=parse_options(args.dataset_option))
+                         download=args.download, dataset_options=parse_options(args.dataset_option),
+                         eval_every=args.eval_every, eval_samples=args.eval_samples,
+                         eval_extractor=args.eval_extractor, inception_weights=args.inception_weights)
     run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     s = run.stats
     final = s.get("final", {})
@@ -150,6 +159,9 @@ def run_train(args) -> int:
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
     print(f"samples: {run.grid}")
+    if s.get("best_fid") is not None:
+        print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "
+              f"{s['best_fid_step']}, final {s['final_fid']:.4f} (curve: {run.path / 'eval.csv'})")
     return 0
 
 
@@ -185,6 +197,53 @@ def run_sample(args) -> int:
     images = sample(args.run, n=args.n, seed=args.seed, out=args.out, grid=args.grid, device=args.device)
     written = [p for p in (args.out, args.grid) if p]
     print(f"{len(images)} images {tuple(images.shape[1:])} uint8 -> {', '.join(written)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ganzoo eval
+
+
+def _add_eval(p):
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", dest="run_folder", metavar="RUN",  # not args.run: that name has meant the handler
+                      help="run folder written by `ganzoo train`: score its generator")
+    what.add_argument("--real", metavar="DATASET",
+                      help="score real data instead: the dataset's training images against its reference split")
+    p.add_argument("--extractor", default=None,
+                   help="feature extractor (default: classifier for labelled datasets, else inception-v3-compat)")
+    p.add_argument("--n", type=int, default=None,
+                   help="generated images (default 5000; with --real: real images, default min(5000, split))")
+    p.add_argument("--n-real", type=int, default=None, help="reference images (default: the whole reference split)")
+    p.add_argument("--seed", type=int, default=0, help="latent noise, subset and KID subset seed (default 0)")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="weights-inception-2015-12-05-6726825d.pth (default: $TORCH_HOME/hub/checkpoints/)")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --real: dataset option, repeatable")
+    p.add_argument("--data-root", default=None, help="with --real: folder holding downloaded datasets")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the record (metrics and protocol.*) as JSON")
+
+
+@command("eval", "score a trained run (or real data) with IS, FID and KID, printing the protocol with them")
+@arguments(_add_eval)
+def run_eval(args) -> int:
+    from .evaluation import DEFAULT_N_FAKE, evaluate, real_reference
+
+    if args.run_folder is not None:
+        if args.dataset_option or args.data_root:
+            raise GanzooError("--dataset-option and --data-root go with --real; a run uses its own")
+        result = evaluate(args.run_folder, args.extractor, n_fake=DEFAULT_N_FAKE if args.n is None else args.n,
+                          n_real=args.n_real, seed=args.seed, device=args.device,
+                          inception_weights=args.inception_weights)
+    else:
+        result = real_reference(args.real, args.extractor, n=args.n, seed=args.seed, n_real=args.n_real,
+                                device=args.device, inception_weights=args.inception_weights,
+                                dataset_options=parse_options(args.dataset_option), data_root=args.data_root)
+    if args.json:
+        print(json.dumps(result.to_record(), indent=2))
+    else:
+        print(result.summary())
     return 0
 
 
