@@ -60,3 +60,19 @@ def run_ganzoo(*argv: str, env: dict | None = None, cwd: Path | None = None) -> 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ganzoo", *map(str, argv)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def reference_classifier(_isolated_user_folders):
+    """mnist5k's reference classifier (a PreparedExtractor), trained once per session into the session's cache."""
+    from ganzoo.evaluation import Scorer
+
+    return Scorer("mnist5k", "classifier", device="cpu", progress=False).prepared
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A 20-step mnist5k run with a checkpoint: enough for commands that read a run."""
+    import ganzoo
+
+    return ganzoo.train(steps=20, checkpoint_every=10, out=tmp_path_factory.mktemp("tiny") / "run", progress=False)
