@@ -15,5 +15,7 @@ from .runs import Run, open_run  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .training import train  # noqa: E402
 from .evaluation import EvalResult, evaluate  # noqa: E402
+from .bench import bench  # noqa: E402
+from .leaderboard import compare, leaderboard  # noqa: E402
 
-__all__ = ["EvalResult", "evaluate", "DivergedError", "GanzooError", "Run", "TrainConfig", "open_run", "sample", "train", "__version__"]
+__all__ = ["EvalResult", "evaluate", "bench", "compare", "leaderboard", "DivergedError", "GanzooError", "Run", "TrainConfig", "open_run", "sample", "train", "__version__"]

@@ -104,9 +104,11 @@ class BenchSpec:
     def resolved_variants(self) -> tuple[str, ...]:
         return self.variants or tuple(registry.entries("variant"))
 
-    def train_config(self, variant: str, arch: str, dataset: str, seed: int) -> TrainConfig:
+    def train_config(self, variant: str, arch: str, dataset: str, seed: int,
+                     inception_weights: Optional[str] = None) -> TrainConfig:
         settings = {**self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed,
                     "steps": self.steps, "eval_every": self.eval_every, "eval_samples": self.eval_samples,
+                    "eval_extractor": self.extractor, "inception_weights": inception_weights,
                     "device": self.device, "data_root": self.data_root,
                     "dataset_options": self.dataset_options.get(dataset, {})}
         return TrainConfig.from_dict(settings)
@@ -116,7 +118,8 @@ class BenchSpec:
         axes = {"variant", "arch", "dataset", "seed", "dataset_options"}
         recipe = self.train_config("-", "-", "-", 0).identity()
         return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
-                "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options}
+                "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
+                "eval_every": self.eval_every, "eval_samples": self.eval_samples}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -193,7 +196,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
             store.put(key, _untrained_row(spec, arch, dataset, inception_weights))
         bar.update()
     for variant, arch, dataset, seed in cells:
-        config = spec.train_config(variant, arch, dataset, seed)
+        config = spec.train_config(variant, arch, dataset, seed, inception_weights)
         key = f"run:{config.key()}"
         if not store.has(key, final_only=True):
             bar.set_postfix_str(f"{variant}/{arch}/{dataset} seed {seed}")

@@ -248,6 +248,84 @@ def run_eval(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# ganzoo bench / ganzoo leaderboard / ganzoo compare
+
+
+def _add_bench(p):
+    p.add_argument("--config", default=None,
+                   help="benchmark preset (TOML), e.g. benchmarks/paper.toml; default: the CPU-sized grid of benchmarks/cpu.toml")
+    p.add_argument("--variants", default=None, help="comma-separated variants, or 'all' (default: all registered)")
+    p.add_argument("--archs", default=None, help="comma-separated architectures")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between FID curve points (0: none)")
+    p.add_argument("--n-fake", type=int, default=None, help="generated images for each final score")
+    p.add_argument("--extractor", default=None, help="feature extractor (default: the dataset's default)")
+    p.add_argument("--inception-weights", default=None, help="path to the Inception weights file, if not cached")
+    p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--out", default="bench", help="report folder (default bench/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@command("bench", "train and score a grid of variants x archs x datasets x seeds; resumable; writes a report")
+@arguments(_add_bench)
+def run_bench(args) -> int:
+    from .bench import bench
+    from .leaderboard import render
+
+    board = bench(out=args.out, progress=not args.quiet, config=args.config, inception_weights=args.inception_weights,
+                  variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
+                  steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
+                  data_root=args.data_root, device=args.device)
+    print(render(board, "md"))
+    print(f"report: {args.out}/ (leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
+    if not board.attrs.get("all_completed"):
+        print("ganzoo: some runs failed or diverged; see the status column (rerun to retry failed ones)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_leaderboard(p):
+    p.add_argument("folder", help="report folder written by `ganzoo bench`")
+    p.add_argument("--format", default="md", choices=["md", "latex", "csv", "html"])
+    p.add_argument("--output", default=None, help="write to this file instead of printing")
+
+
+@command("leaderboard", "re-render a benchmark's leaderboard from stored results (no training)")
+@arguments(_add_leaderboard)
+def run_leaderboard(args) -> int:
+    from .files import atomic_write
+    from .leaderboard import leaderboard, render
+
+    text = render(leaderboard(args.folder), args.format)
+    if args.output:
+        atomic_write(args.output, lambda f: f.write(text), mode="w")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _add_compare(p):
+    p.add_argument("a", help="first report folder")
+    p.add_argument("b", help="second report folder")
+    p.add_argument("--format", default="md", choices=["md", "latex", "csv", "html"])
+    p.add_argument("--force", action="store_true", help="show rows even when the protocols differ")
+
+
+@command("compare", "set two leaderboards side by side: deltas and Welch's t-test over seeds")
+@arguments(_add_compare)
+def run_compare(args) -> int:
+    from .leaderboard import compare, render_comparison
+
+    board = compare(args.a, args.b, force=args.force)
+    print(render_comparison(board, args.format, label_a="A", label_b="B"), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,18 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, add, run in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add(p)
-        p.set_defaults(run=run)
+        p.set_defaults(handler=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
+    if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        return args.handler(args)
     except DivergedError as exc:
         print(f"ganzoo: error: {exc}", file=sys.stderr)
         return 3
