@@ -29,7 +29,7 @@ COMPARABLE = ["extractor", "extractor_weights_sha256", "n_fake", "n_real", "refe
               "resize", "channels", "is_splits", "kid_subsets", "kid_subset_size"]
 # Protocol fields that describe one run rather than the protocol; not printed under the table.
 PER_RUN = {"run", "run_key", "variant", "arch", "steps_trained", "run_status", "train_wall_time_s", "generated_from",
-           "real_vs_real", "eval_seconds", "evaluated_at", "seed", "device"}
+           "real_vs_real", "eval_seconds", "evaluated_at", "seed", "device", "classifier_train_seconds"}
 
 
 def per_seed(folder: Path | str) -> pd.DataFrame:
@@ -129,12 +129,12 @@ def protocol_of(frame: pd.DataFrame) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # rendering
 
-HEADERS = {"fid": "FID", "is": "IS", "kid": "KID x1e3", "best_fid": "best FID (curve)",
+HEADERS = {"fid": "FID", "is": "IS", "kid": "KID", "best_fid": "best FID (curve)",
            "last_fid": "last FID (curve)", "classes": "classes >=5%", "class_kl": "class KL"}
 
 
-def _fmt(value: float, digits: int, scale: float = 1.0) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * scale:.{digits}f}"
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}"
 
 
 def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.DataFrame:
@@ -148,16 +148,17 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
         values = board.loc[runs & (board["completed"] > 0), name].dropna()
         if len(values):
             best[name] = values.min() if direction < 0 else values.max()
-    digits = {"fid": 2, "is": 2, "kid": 2, "best_fid": 2, "last_fid": 2, "classes": 1, "class_kl": 3}
-    scale = {"kid": 1e3}
+    # KID's scale depends on the extractor's features (about 1e-2 for Inception, hundreds for the classifier)
+    spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "best_fid": ".2f", "last_fid": ".2f", "classes": ".1f",
+            "class_kl": ".3f"}
     out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"],
                         "seeds": [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]})
     for _, name, _ in METRICS:
         cells = []
         for i, row in board.iterrows():
-            text = _fmt(row[name], digits[name], scale.get(name, 1.0))
+            text = _fmt(row[name], spec[name])
             if not math.isnan(row.get(f"{name}_sd", math.nan)):
-                text += f" ± {_fmt(row[f'{name}_sd'], digits[name], scale.get(name, 1.0))}"
+                text += f" ± {_fmt(row[f'{name}_sd'], spec[name])}"
             if runs[i] and name in best and row[name] == best[name]:
                 text = bold(text)
             cells.append(text)
@@ -166,9 +167,9 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
             out["FID 95% CI"] = [
                 "-" if math.isnan(r["fid_ci95"]) else f"[{r['fid'] - r['fid_ci95']:.2f}, {r['fid'] + r['fid_ci95']:.2f}]"
                 for _, r in board.iterrows()]
-    out["steps"] = [_fmt(v, 0) for v in board["steps"]]
-    out["train s"] = [_fmt(v, 0) for v in board["wall_time_s"]]
-    out["img/s"] = [_fmt(v, 0) for v in board["images_per_s"]]
+    out["steps"] = [_fmt(v, ".0f") for v in board["steps"]]
+    out["train s"] = [_fmt(v, ".0f") for v in board["wall_time_s"]]
+    out["img/s"] = [_fmt(v, ".0f") for v in board["images_per_s"]]
     out["status"] = board["status"]
     return out
 
@@ -178,7 +179,7 @@ def protocol_lines(board: pd.DataFrame) -> list[str]:
     lines = []
     if protocol.get("scores_are"):
         lines.append(str(protocol.pop("scores_are")))
-    lines.append("Protocol: " + "; ".join(f"{k}={v}" for k, v in protocol.items()))
+    lines.append("Protocol: " + "; ".join(f"{k}={v}" for k, v in protocol.items() if k not in PER_RUN))
     lines.append("Rows: mean ± sd over seeds; FID 95% CI from Student's t; real data = real training images "
                  "scored against the reference split by the same pipeline; curve FIDs use the in-training "
                  "evaluation sample count.")
@@ -326,11 +327,11 @@ def render_comparison(board: pd.DataFrame, fmt: str = "md", label_a: str = "A", 
         return board.to_csv(index=False)
     shown = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"],
                           "seeds": [f"{a}/{b}" for a, b in zip(board["seeds_a"], board["seeds_b"])]})
-    for metric, label, digits, scale in (("fid", "FID", 2, 1), ("is_mean", "IS", 2, 1), ("kid_mean", "KIDx1e3", 2, 1e3)):
-        shown[f"{label} {label_a}"] = [_fmt(v, digits, scale) for v in board[f"{metric}_a"]]
-        shown[f"{label} {label_b}"] = [_fmt(v, digits, scale) for v in board[f"{metric}_b"]]
-        shown[f"{label} delta"] = [("-" if math.isnan(v) else f"{v * scale:+.{digits}f}") for v in board[f"{metric}_delta"]]
-        shown[f"{label} p"] = [_fmt(v, 3) for v in board[f"{metric}_p"]]
+    for metric, label, spec in (("fid", "FID", ".2f"), ("is_mean", "IS", ".2f"), ("kid_mean", "KID", ".4g")):
+        shown[f"{label} {label_a}"] = [_fmt(v, spec) for v in board[f"{metric}_a"]]
+        shown[f"{label} {label_b}"] = [_fmt(v, spec) for v in board[f"{metric}_b"]]
+        shown[f"{label} delta"] = [_fmt(v, "+" + spec) for v in board[f"{metric}_delta"]]
+        shown[f"{label} p"] = [_fmt(v, ".3f") for v in board[f"{metric}_p"]]
     differing = board.attrs.get("protocol_differences") or {}
     note = (f"\n\nWARNING: protocols differ ({', '.join(differing)}); shown because of --force, not comparable."
             if differing else "\n\nSame protocol on both sides. p: Welch's t-test over seeds (needs >= 2 per side).")

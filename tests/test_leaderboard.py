@@ -66,6 +66,7 @@ def test_markdown_rendering(small):
     assert lines[0].startswith("| variant") and "FID 95% CI" in lines[0]
     assert "| real data" in lines[2]
     assert "21.00 ± 1.41" in text  # vanilla FID mean ± sd
+    assert "0.011 ± 0.001414" in text  # KID, 4 significant digits
     assert "[8.29, 33.71]" in text  # 21 ± t(0.975, 1) * 1.414 / sqrt(2)
     assert "classifier IS/FID/KID (not Inception)" in text
     assert "Protocol: " in text and "n_fake=5000" in text and "reference_split=test" in text
