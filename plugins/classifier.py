@@ -9,6 +9,7 @@ not comparable with Inception-based numbers, and every score records the classif
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -38,7 +39,7 @@ TRAINING = {"seed": 0, "epochs": 12, "max_steps": 3000, "batch_size": 64, "max_l
 
 
 class LeNet(nn.Module):
-    """conv5x5(32) - maxpool - conv5x5(64) - maxpool to 5x5 - fc(128) - fc(classes); any square size >= 12."""
+    """conv5x5(32) - maxpool - conv5x5(64) - maxpool to 5x5 - fc(128) - fc(classes); square images >= 10 px."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
@@ -134,7 +135,9 @@ def register_with_fidelity() -> None:
 # ---- training and the on-disk cache ----
 
 
+@functools.lru_cache(maxsize=1)
 def _code_version() -> str:
+    """This file's code as first read by this process (the code that trains), so editing it retrains."""
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
@@ -205,7 +208,7 @@ def _train(train: ImageData, held_out: Optional[ImageData], channels: int, num_c
     torch.manual_seed(cfg["seed"])  # the initial weights
     net = LeNet(channels, num_classes)
     g = torch.Generator().manual_seed(cfg["seed"])  # batch order and shifts
-    x = train.images.float().div_(255.0)
+    x = train.images  # uint8; each batch becomes floats on its own (a float copy of a big split costs GBs)
     y = train.labels.long()
     per_epoch = max(1, len(x) // cfg["batch_size"])
     steps = min(cfg["epochs"] * per_epoch, cfg["max_steps"])  # large datasets: a bounded one-time cost
@@ -220,7 +223,7 @@ def _train(train: ImageData, held_out: Optional[ImageData], channels: int, num_c
         idx = order[position * cfg["batch_size"]:(position + 1) * cfg["batch_size"]]
         # Random shifts of up to shift_px pixels: cheap augmentation that helps with only 400 digits a class.
         dx, dy = torch.randint(0, 2 * s + 1, (2,), generator=g).tolist()
-        batch = F.pad(x[idx], (s, s, s, s))[:, :, dy:dy + size, dx:dx + size]
+        batch = F.pad(x[idx].float().div_(255.0), (s, s, s, s))[:, :, dy:dy + size, dx:dx + size]
         loss = F.cross_entropy(net(batch)[0], y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
