@@ -217,7 +217,8 @@ def _add_eval(p):
     p.add_argument("--n-real", type=int, default=None, help="reference images (default: the whole reference split)")
     p.add_argument("--seed", type=int, default=0, help="latent noise, subset and KID subset seed (default 0)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
-                   help="weights-inception-2015-12-05-6726825d.pth (default: $TORCH_HOME/hub/checkpoints/)")
+                   help="weights-inception-2015-12-05-6726825d.pth (default: $TORCH_HOME/hub/checkpoints/, "
+                        "downloaded there if missing unless GANZOO_OFFLINE=1)")
     p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                    help="with --real: dataset option, repeatable")
     p.add_argument("--data-root", default=None, help="with --real: folder holding downloaded datasets")

@@ -6,11 +6,12 @@
 
 Each evaluation is one ``torch_fidelity.calculate_metrics(isc=True, fid=True, kid=True)`` call, so features are
 extracted once; images go in as uint8 B x 3 x H x W (grayscale tiled to 3 channels). The feature extractor is
-a plugin (hook ``ganzoo_feature_extractors``): ``inception-v3-compat`` gives the standard numbers when its
-weights are on disk; ``classifier``, the default for labelled datasets, works offline and gives "classifier
-IS/FID/KID", which rank models on one dataset but are not comparable with Inception numbers. Scores from
-different protocols are not comparable either, so every EvalResult records extractor and weights hash, sample
-counts, reference split, image handling, IS splits, KID subsets (capped at the sample count), seed and versions.
+a plugin (hook ``ganzoo_feature_extractors``): ``inception-v3-compat`` gives the standard numbers (its weights
+downloaded once into torch's hub cache, or given by path); ``classifier``, the default for labelled datasets,
+works offline and gives "classifier IS/FID/KID", which rank models on one dataset but are not comparable with
+Inception numbers. Scores from different protocols are not comparable either, so every EvalResult records
+extractor and weights hash, sample counts, reference split, image handling, IS splits, KID subsets (capped at the
+sample count), seed and versions.
 """
 from __future__ import annotations
 

@@ -1,7 +1,14 @@
-"""Feature extractors: the offline reference classifier and the safe loading path of the standard Inception."""
+"""Feature extractors: the offline reference classifier and the download and safe loading of the standard Inception.
+
+No test here touches the network: the Inception download is replaced by fakes (or served from localhost).
+"""
 import hashlib
+import http.server
 import json
 import math
+import socket
+import threading
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -90,7 +97,28 @@ def test_classifier_needs_labels(tmp_path):
         evaluate_images(images, "imagefolder", "classifier", dataset_options={"folder": str(folder), "size": 16})
 
 
-# ---- inception-v3-compat: weights from disk only, loaded safely first ----
+# ---- inception-v3-compat: weights downloaded once into the hub cache (or given), loaded safely first ----
+
+REAL_DOWNLOAD = inception.download_url_to_file
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any Inception download a test does not fake fails as it would offline."""
+    def offline(url, dst, hash_prefix, progress=True, timeout=None):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(inception, "download_url_to_file", offline)
+    monkeypatch.delenv(inception.OFFLINE_ENV, raising=False)
+
+
+def fake_download(source: Path, calls: list):
+    """A download that 'fetches' `source` (our random weights) and records where it wrote."""
+    def download(url, dst, hash_prefix, progress=True, timeout=None):
+        calls.append((url, Path(dst), hash_prefix))
+        Path(dst).write_bytes(source.read_bytes())
+
+    return download
 
 
 def write_random_inception_weights(path: Path) -> Path:
@@ -128,15 +156,20 @@ def test_expected_inception_layout():
     assert sum(not k.endswith("num_batches_tracked") for k in shapes) == 472
 
 
-def test_inception_scores_through_the_real_loading_path(random_inception, tmp_path, monkeypatch):
-    # torch's hub cache is where the weights are found without --inception-weights.
-    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / OFFICIAL).symlink_to(random_inception)
+def test_inception_is_downloaded_into_the_hub_cache_then_scores(random_inception, tmp_path, monkeypatch):
+    # Without --inception-weights the file comes from torch's hub cache, downloaded there when missing.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    calls = []
+    monkeypatch.setattr(inception, "download_url_to_file", fake_download(random_inception, calls))
     real = load_split("mnist5k", "test").images
     # Inception runs 299x299 on the CPU at a few images a second: 4 generated vs 4 real.
     result = evaluate_images(real[10:14], "mnist5k", "inception-v3-compat", n_real=4, progress=False)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    cached = checkpoints / OFFICIAL
+    assert [(url, hp) for url, _, hp in calls] == [(inception.WEIGHTS_URL, "6726825d")]
+    assert calls[0][1].parent == checkpoints and calls[0][1] != cached  # a temporary name, renamed into place
+    assert sorted(p.name for p in checkpoints.iterdir()) == [OFFICIAL]  # no partial file left
+    assert cached.read_bytes() == random_inception.read_bytes()
     m, p = result.metrics, result.protocol
     assert all(math.isfinite(m[k]) for k in ("is_mean", "is_std", "fid", "kid_mean", "kid_std"))
     assert "classes_covered" not in m  # Inception's 1008 ImageNet classes are not the dataset's
@@ -146,17 +179,119 @@ def test_inception_scores_through_the_real_loading_path(random_inception, tmp_pa
     assert p["resize"].startswith("bilinear") and "299x299" in p["resize"]
     assert p["kid_subset_size"] == 4 and p["kid_subset_size_capped"] is True and p["is_splits"] == 4
     assert p["feature_dim"] == 2048 and p["feature_layers"] == "isc=logits_unbiased, fid=2048, kid=2048"
+    # Next time the cached file is used: no second download, even offline.
+    monkeypatch.setenv(inception.OFFLINE_ENV, "1")
+    again = inception.prepare(_inception_request())
+    assert len(calls) == 1 and again.weights_path == str(cached)
 
 
-def test_missing_inception_weights_say_how_to_get_them(tmp_path, monkeypatch):
+def _inception_request(weights_path=None):
+    from ganzoo import registry
+    from ganzoo.specs import ExtractorRequest
+
+    return ExtractorRequest(registry.dataset("mnist5k"), lambda split: load_split("mnist5k", split),
+                            weights_path=weights_path, progress=False)
+
+
+def test_failed_download_says_why_and_how_to_provide_the_weights(cli, tiny_run, tmp_path, monkeypatch):
+    # The autouse fake fails like this machine does: a DNS error, at once.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, out, err = cli("eval", "--run", tiny_run.path, "--extractor", "inception-v3-compat", "--n", "4")
+    assert code == 2 and out == "" and err.startswith("ganzoo: error:") and err.count("\n") == 1, err
+    assert OFFICIAL in err and inception.WEIGHTS_URL in err
+    assert "downloading it from" in err and "failed (cannot resolve the host: Name or service not known)" in err
+    assert "$TORCH_HOME/hub/checkpoints/" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    assert "--inception-weights PATH" in err and "GANZOO_OFFLINE=1" in err
+    assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())  # nothing half-written is cached
+
+
+@pytest.mark.parametrize("error, why", [
+    (urllib.error.HTTPError(inception.WEIGHTS_URL, 404, "Not Found", {}, None), "failed (HTTP 404 Not Found)"),
+    (urllib.error.URLError(TimeoutError("timed out")), f"no response within {inception.DOWNLOAD_TIMEOUT_S} s"),
+    (ConnectionRefusedError(111, "Connection refused"), "failed (Connection refused)"),
+    (ValueError("SHA-256 mismatch: expected a hash starting 6726825d, got 0123"), "failed (SHA-256 mismatch"),
+])
+def test_each_kind_of_download_failure_is_one_line(tmp_path, monkeypatch, error, why):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def failing(url, dst, hash_prefix, progress=True, timeout=None):
+        Path(dst).write_bytes(b"half a file")  # what a broken transfer leaves behind
+        raise error
+
+    monkeypatch.setattr(inception, "download_url_to_file", failing)
+    with pytest.raises(GanzooError) as info:
+        inception.prepare(_inception_request())
+    message = str(info.value)
+    assert why in message and OFFICIAL in message and inception.WEIGHTS_URL in message
+    assert "--inception-weights" in message and "\n" not in message
+    assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())
+
+
+def test_offline_env_skips_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv(inception.OFFLINE_ENV, "1")
+    calls = []
+    monkeypatch.setattr(inception, "download_url_to_file", fake_download(tmp_path / "unused", calls))
     images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
     with pytest.raises(GanzooError) as info:
         evaluate_images(images, "mnist5k", "inception-v3-compat", progress=False)
     message = str(info.value)
-    assert OFFICIAL in message and inception.WEIGHTS_URL in message
+    assert calls == []
+    assert OFFICIAL in message and inception.WEIGHTS_URL in message and "GANZOO_OFFLINE=1 skips" in message
     assert "$TORCH_HOME/hub/checkpoints/" in message and "--inception-weights" in message
     assert "\n" not in message
+
+
+def test_a_downloaded_file_carrying_code_is_refused_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"payload": _RunsCodeWhenUnpickled(marker)}, evil)
+    monkeypatch.setattr(inception, "download_url_to_file", fake_download(evil, []))
+    with pytest.raises(GanzooError, match="downloaded Inception weights from .* were refused: .*pickled code"):
+        inception.prepare(_inception_request())
+    assert not marker.exists() and not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())
+
+
+class _Serve(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        if self.path == "/hang":  # accept, then say nothing: what a dead network looks like mid-transfer
+            self.server.release.wait(5)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Serve)
+    server.release = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_downloader_checks_the_hash_and_times_out(local_server, tmp_path):
+    _Serve.body = b"some weights" * 1000
+    digest = hashlib.sha256(_Serve.body).hexdigest()
+    dst = tmp_path / "w.pth"
+    REAL_DOWNLOAD(f"{local_server}/w.pth", dst, hash_prefix=digest[:8], progress=False)
+    assert dst.read_bytes() == _Serve.body
+    with pytest.raises(ValueError, match=f"expected a hash starting 00000000, got {digest[:16]}"):
+        REAL_DOWNLOAD(f"{local_server}/w.pth", tmp_path / "x.pth", hash_prefix="00000000", progress=False)
+    with pytest.raises(OSError) as info:
+        REAL_DOWNLOAD(f"{local_server}/hang", tmp_path / "y.pth", hash_prefix="0", progress=False, timeout=0.3)
+    assert "no response within" in inception._why(info.value)
 
 
 class _RunsCodeWhenUnpickled:
