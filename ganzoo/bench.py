@@ -5,7 +5,8 @@ ordinary ganzoo.train run in <out>/runs/, evaluated by ganzoo.evaluate, and its 
 report folder's results store (store.py) before the next cell starts. Re-running the same command skips the
 cells already recorded and resumes the one in flight from its checkpoint, so an interrupted benchmark loses at
 most the steps since its last checkpoint. A cell that fails or diverges is recorded with its status and error
-and the grid goes on.
+and the grid goes on. The cells run in this process by default, or as Ray tasks on a cluster (executors.py);
+either way this process alone writes the results store.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from . import __version__, registry
 from .config import TrainConfig
 from .errors import DivergedError, GanzooError
+from .executors import Job, make_executor
 from .store import ResultsStore
 
 @dataclass(frozen=True)
@@ -155,10 +157,12 @@ def source_revision() -> str:
 
 
 def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progress: bool = True,
-          config: Optional[Path | str] = None, inception_weights: Optional[str] = None, **overrides: Any):
+          config: Optional[Path | str] = None, inception_weights: Optional[str] = None, executor: Any = "local",
+          **overrides: Any):
     """Run (or resume) a benchmark into the report folder `out`; returns its leaderboard DataFrame.
 
     ``ganzoo.bench(variants="vanilla,lsgan", seeds=[0, 1], steps=2000)`` or ``ganzoo.bench(spec)``.
+    `executor` is "local" (this process), "ray", or one made by ``executors.make_executor("ray", address=...)``.
     The DataFrame's attrs["all_completed"] says whether every cell trained and scored.
     """
     from .leaderboard import leaderboard, write_reports
@@ -175,38 +179,53 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         registry.get("architecture", name)
     for name in spec.datasets:
         registry.dataset(name, spec.dataset_options.get(name, {}))
+    runner = make_executor(executor) if isinstance(executor, str) else executor
+    runner.check(spec)  # settings the executor cannot run are refused before the folder is created
     store = ResultsStore.open(out / "results.sqlite", create=True)
     store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
                                                           "git_commit": source_revision()})
 
-    cells = [(v, a, d, s) for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
-    references = [(a, d) for d in spec.datasets for a in spec.archs]
+    # Three stages, in this order: the reference rows first train the reference classifier any cell then reuses.
+    real = [Job(f"real:{d}", f"real {d}", _real_row, dict(spec=spec, dataset=d, inception_weights=inception_weights),
+                row={"kind": "real", "variant": "real data", "arch": "-", "dataset": d, "seed": 0})
+            for d in spec.datasets]  # "what perfect looks like" under this protocol
+    untrained = [Job(f"untrained:{a}:{d}", f"untrained {a}/{d}", _untrained_row,
+                     dict(spec=spec, arch=a, dataset=d, inception_weights=inception_weights),
+                     row={"kind": "untrained", "variant": "untrained generator", "arch": a, "dataset": d,
+                          "seed": spec.seeds[0]})
+                 for d in spec.datasets for a in spec.archs]  # the floor every trained variant must clear
+    cells = [_cell_job(spec.train_config(v, a, d, s, inception_weights), out, spec,
+                       progress and runner.in_process, inception_weights)
+             for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
+    # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
+    stages = [[job for job in stage if not store.has(job.key, final_only=stage is cells)]
+              for stage in (real, untrained, cells)]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(cells) + len(references) + len(spec.datasets), disable=not progress, unit="cell",
+    total = len(real) + len(untrained) + len(cells)
+    bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
                desc="bench", position=0, dynamic_ncols=True)
-    for dataset in spec.datasets:  # "what perfect looks like" under this protocol
-        key = f"real:{dataset}"
-        if not store.has(key):
-            store.put(key, _real_row(spec, dataset, inception_weights))
-        bar.update()
-    for arch, dataset in references:  # the floor every trained variant must clear
-        key = f"untrained:{arch}:{dataset}"
-        if not store.has(key):
-            store.put(key, _untrained_row(spec, arch, dataset, inception_weights))
-        bar.update()
-    for variant, arch, dataset, seed in cells:
-        config = spec.train_config(variant, arch, dataset, seed, inception_weights)
-        key = f"run:{config.key()}"
-        if not store.has(key, final_only=True):
-            bar.set_postfix_str(f"{variant}/{arch}/{dataset} seed {seed}")
-            store.put(key, _run_cell(config, out, spec, progress, inception_weights))
-        bar.update()
+    if any(stages):
+        with runner.session(spec, out):
+            for todo in stages:
+                for job, record in runner.run(todo, bar):
+                    store.put(job.key, record)
+                    bar.update()
     bar.close()
 
     board = leaderboard(out)
     write_reports(out, board)
     return board
+
+
+def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
+              inception_weights: Optional[str]) -> Job:
+    folder = str(run_folder(config))
+    row = {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
+           "seed": config.seed, "run": folder}
+    return Job(f"run:{config.key()}", f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}",
+               _run_cell, dict(config=config, out=out, spec=spec, progress=progress,
+                               inception_weights=inception_weights), row=row, folder=folder)
 
 
 def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
@@ -215,9 +234,8 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
     from .evaluation import evaluate
 
     row = {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
-           "seed": config.seed}
-    run_dir = out / "runs" / f"{config.variant}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
-    row["run"] = str(run_dir.relative_to(out))
+           "seed": config.seed, "run": str(run_folder(config))}
+    run_dir = out / run_folder(config)
     try:
         run = _train_or_resume(config, run_dir, progress)
         started = time.perf_counter()
@@ -233,6 +251,11 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
         return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
     return {**row, "status": "completed", "error": "", **_run_stats(run_dir), **result.to_record(),
             "eval_seconds": time.perf_counter() - started}
+
+
+def run_folder(config: TrainConfig) -> Path:
+    """A cell's run folder, relative to the report folder."""
+    return Path("runs") / f"{config.variant}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
 
 
 def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):

@@ -268,18 +268,31 @@ def _add_bench(p):
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", default="bench", help="report folder (default bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    ray = p.add_argument_group("running the grid on Ray (pip install 'ganzoo[ray]')")
+    ray.add_argument("--executor", default="local",
+                     help="local (default: one cell after another in this process) or ray (each cell a Ray task)")
+    ray.add_argument("--ray-address", default=None,
+                     help="Ray cluster to use (default: start a local Ray instance; 'auto': join the running one)")
+    ray.add_argument("--gpus-per-run", type=float, default=None,
+                     help="GPUs per task (default 1 when training on GPU, else 0; 0.25 lets 4 runs share a GPU)")
+    ray.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per task (default 1)")
+    ray.add_argument("--max-retries", type=int, default=None,
+                     help="times a task whose worker died is retried before it is recorded as failed (default 2)")
 
 
 @command("bench", "train and score a grid of variants x archs x datasets x seeds; resumable; writes a report")
 @arguments(_add_bench)
 def run_bench(args) -> int:
     from .bench import bench
+    from .executors import make_executor
     from .leaderboard import render
 
+    executor = make_executor(args.executor, address=args.ray_address, gpus_per_run=args.gpus_per_run,
+                             cpus_per_run=args.cpus_per_run, max_retries=args.max_retries)
     board = bench(out=args.out, progress=not args.quiet, config=args.config, inception_weights=args.inception_weights,
                   variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                   steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
-                  data_root=args.data_root, device=args.device)
+                  data_root=args.data_root, device=args.device, executor=executor)
     print(render(board, "md"))
     print(f"report: {args.out}/ (leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
     if not board.attrs.get("all_completed"):

@@ -1,0 +1,235 @@
+"""`ganzoo bench --executor ray` on CPU with a local Ray instance: the same results as the local executor, a
+worker killed mid-task retried (and recorded as failed once retries run out), a one-line message without Ray.
+
+The Ray tests are skipped where Ray is not installed; tox installs the `ray` extra, so CI runs them.
+"""
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import run_ganzoo
+
+import ganzoo
+from ganzoo import checkpoint
+from ganzoo.errors import GanzooError
+from ganzoo.executors import make_executor
+from ganzoo.store import ResultsStore
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is not installed (pip install 'ganzoo[ray]'; tox installs it)")
+
+TINY = """
+[bench]
+variants = ["vanilla"]
+archs = ["mlp"]
+datasets = ["mnist5k"]
+seeds = [0, 1]
+steps = 40
+eval_every = 20
+eval_samples = 200
+n_fake = 300
+
+[train]
+batch_size = 32
+checkpoint_every = 10
+"""
+METRICS = ["fid", "fid_sd", "is", "kid", "best_fid", "last_fid", "classes", "class_kl", "completed", "steps"]
+# Fields of a record that measure the machine, not the result.
+TIMING = {"wall_time_s", "images_per_s", "eval_seconds", "protocol.eval_seconds", "protocol.train_wall_time_s", "protocol.evaluated_at",
+          "protocol.classifier_train_seconds"}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_board(tiny_config, tmp_path_factory):
+    """The local executor with the threads a Ray task gets with --cpus-per-run 1 (OMP_NUM_THREADS=1: torch's
+    and numpy's BLAS sums depend on the thread count, and a GAN amplifies the last digits)."""
+    out = tmp_path_factory.mktemp("local") / "bench"
+    done = run_ganzoo("bench", "--config", tiny_config, "--out", out, "--quiet", env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    return out, ganzoo.leaderboard(out)
+
+
+def _records(out: Path) -> dict:
+    store = ResultsStore.open(out)
+    try:
+        return {r["key"]: r for r in store.records()}
+    finally:
+        store.close()
+
+
+@needs_ray
+def test_ray_executor_gives_the_local_leaderboard_and_store(tiny_config, local_board, tmp_path, cli):
+    local_out, local = local_board
+    out = tmp_path / "ray"
+    code, stdout, err = cli("bench", "--config", tiny_config, "--out", out, "--executor", "ray", "--quiet")
+    assert code == 0, err
+    assert "| vanilla" in stdout
+    board = ganzoo.leaderboard(out)
+    pd.testing.assert_frame_equal(board[["variant"] + METRICS], local[["variant"] + METRICS], check_exact=True)
+    # The store itself is the same, record for record, up to timings and the report folder's own path.
+    ray_records, local_records = _records(out), _records(local_out)
+    assert ray_records.keys() == local_records.keys()
+    for key, record in ray_records.items():
+        theirs = {k: v.replace(str(local_out), str(out)) if isinstance(v, str) else v
+                  for k, v in local_records[key].items() if k not in TIMING}
+        assert {k: v for k, v in record.items() if k not in TIMING} == theirs, key
+    # The run folders the report reads are there, and training was bit-identical (same final weights).
+    for run in (r["run"] for r in ray_records.values() if r["kind"] == "run"):
+        for name in ("config.json", "run.json", "log.csv", "eval.csv", "checkpoint.pt", "samples.png"):
+            assert (out / run / name).is_file(), (run, name)
+        ours, theirs = (checkpoint.load(folder / run / "checkpoint.pt") for folder in (out, local_out))
+        for net in ("generator", "discriminator"):
+            assert all(torch.equal(ours[net][k], theirs[net][k]) for k in theirs[net]), (run, net)
+    assert (out / "samples.png").is_file() and (out / "curves.png").is_file()
+
+
+# A variant whose worker process dies mid-task (SIGKILL, as when the OOM killer strikes or a node is lost).
+# Every attempt leaves a marker file; `crash-once` dies on its first attempt only, `crash-always` on every one.
+CRASHING = """
+    import os
+    import signal
+    from pathlib import Path
+
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+    MARKS = Path({marks!r})
+    calls = {{}}
+
+    def dying(name, at_call, always):
+        def generator_loss(fake, real=None):
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] == 1:  # this attempt's first step in this process
+                (MARKS / f"{{name}}-attempt-{{os.getpid()}}").touch()
+            if calls[name] == at_call and (always or len(list(MARKS.glob(name + "-attempt-*"))) == 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return non_saturating_generator_loss(fake, real)
+        return generator_loss
+
+    @hookimpl
+    def ganzoo_variants():
+        return [VariantSpec(name="crash-once", description="vanilla; its worker dies at step 25 of attempt 1",
+                            discriminator_loss=bce_discriminator_loss, generator_loss=dying("crash-once", 25, False)),
+                VariantSpec(name="crash-always", description="vanilla; its worker dies at step 1, every time",
+                            discriminator_loss=bce_discriminator_loss, generator_loss=dying("crash-always", 1, True))]
+"""
+
+
+@pytest.fixture
+def crashing_plugin(tmp_path, monkeypatch, register_plugin):
+    """Installed as pip would (module + dist-info on PYTHONPATH) so Ray's workers load it from its entry point;
+    registered in this process too, where the driver checks variant names."""
+    site, marks = tmp_path / "site", tmp_path / "marks"
+    site.mkdir()
+    marks.mkdir()
+    (site / "ganzoo_crashing.py").write_text(textwrap.dedent(CRASHING.format(marks=str(marks))))
+    info = site / "ganzoo_crashing-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ganzoo-crashing\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ganzoo]\ncrashing = ganzoo_crashing\n")
+    # Ray's workers inherit the environment of the process that starts Ray (bench does, below).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.syspath_prepend(str(site))
+    module = importlib.import_module("ganzoo_crashing")
+    register_plugin(module, "ganzoo_crashing")
+    yield marks
+    sys.modules.pop("ganzoo_crashing", None)
+
+
+@needs_ray
+def test_killed_worker_is_retried_then_recorded_as_failed(tiny_config, crashing_plugin, local_board, tmp_path):
+    marks, out = crashing_plugin, tmp_path / "ray"
+    board = ganzoo.bench(config=tiny_config, out=out, progress=False, variants="crash-once,crash-always",
+                         seeds=[0], executor=make_executor("ray", max_retries=1))
+    attempts = lambda name: len(list(marks.glob(f"{name}-attempt-*")))  # noqa: E731
+    assert attempts("crash-once") == 2 and attempts("crash-always") == 2  # one retry each, no more
+
+    rows = board.set_index("variant")
+    assert rows.loc["crash-once", "status"] == "1 ok"
+    assert rows.loc["crash-always", "status"] == "1 failed"
+    error = rows.loc["crash-always", "error"]
+    assert error.startswith("Ray task lost after 2 attempts: ") and "\n" not in error
+    assert not board.attrs["all_completed"]
+    # The retry resumed from the killed attempt's checkpoint (step 20) in the shared run folder: no step lost
+    # or repeated, and the score is exactly that of the same training never interrupted (vanilla, seed 0).
+    run = next(out.glob("runs/crash-once-*"))
+    assert pd.read_csv(run / "log.csv")["step"].tolist() == list(range(1, 41))
+    vanilla = _records(local_board[0])
+    vanilla = next(r for r in vanilla.values() if r["kind"] == "run" and r["seed"] == 0)
+    crash_once = next(r for r in _records(out).values() if r.get("variant") == "crash-once")
+    assert crash_once["fid"] == vanilla["fid"] and crash_once["kid_mean"] == vanilla["kid_mean"]
+    # The leaderboard shows all of it, and the report was written.
+    text = (out / "leaderboard.md").read_text()
+    assert "| crash-once" in text and "| crash-always" in text and "1 failed" in text
+
+
+def test_without_ray_the_message_says_how_to_install_it(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    code, out, err = cli("bench", "--variants", "vanilla", "--seeds", "0", "--steps", "5", "--out", tmp_path / "b",
+                         "--executor", "ray", "--quiet")
+    assert code == 2 and out == ""
+    assert err == "ganzoo: error: the Ray executor needs Ray: pip install 'ganzoo[ray]'\n"
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(GanzooError, match=r"pip install 'ganzoo\[ray\]'"):
+        ganzoo.bench(out=tmp_path / "b", variants="vanilla", seeds=[0], executor="ray")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--executor", "slurm"], "unknown executor 'slurm'; available: local, ray"),
+    (["--ray-address", "auto"], "--ray-address: only with --executor ray"),
+    (["--gpus-per-run", "1", "--max-retries", "3"], "--gpus-per-run, --max-retries: only with --executor ray"),
+    (["--executor", "ray", "--gpus-per-run", "-1"], "gpus-per-run must be a number >= 0, got -1.0"),
+    (["--executor", "ray", "--gpus-per-run", "1.5"], "gpus-per-run above 1 must be a whole number"),
+    (["--executor", "ray", "--cpus-per-run", "0"], "cpus-per-run must be a number > 0"),
+    (["--executor", "ray", "--max-retries", "-1"], "max-retries must be an integer >= 0, got -1"),
+])
+def test_executor_bad_input_is_one_line(argv, message, cli, tmp_path):
+    code, _, err = cli("bench", "--variants", "vanilla", "--seeds", "0", "--out", tmp_path / "b", "--quiet", *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_worker_that_cannot_see_the_report_folder_sends_the_run_back(tmp_path, monkeypatch):
+    """A Ray task's body on a node without the driver's filesystem, run in this process: it trains in a scratch
+    folder, returns the record and the run files, and the driver files them under <out>/runs/."""
+    from ganzoo.bench import BenchSpec, _cell_job
+    from ganzoo.executors import _receive, _remote_job, _scratch
+    from ganzoo.runs import RUN_FILES, open_run
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))  # that node's own temporary folder
+    spec = BenchSpec(variants="vanilla", seeds=[0], steps=20, eval_every=10, eval_samples=200, n_fake=300,
+                     train={"batch_size": 32, "checkpoint_every": 10})
+    out = tmp_path / "report"  # holds no results.sqlite, as the driver's folder looks from another node
+    job = _cell_job(spec.train_config("vanilla", "mlp", "mnist5k", 0), out, spec, False, None)
+    threads = torch.get_num_threads()
+    try:
+        record, files, base = _remote_job(job.fn, {**job.kwargs, "out": out.resolve()}, job.folder, 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert record["status"] == "completed", record.get("error")
+    assert set(files) == set(RUN_FILES) and base == str(_scratch(out.resolve()))
+    assert not out.exists()  # the worker wrote nothing at the driver's path...
+    assert not (_scratch(out.resolve()) / job.folder).exists()  # ...and cleaned up its scratch run folder
+
+    record = _receive(job, record, files, base)
+    assert record["run"] == job.folder and record["protocol.run"] == str(out / job.folder)
+    assert str(tmp_path / "node-tmp") not in json.dumps(record)
+    run = open_run(out / job.folder)
+    assert run.status == "completed" and run.step == 20 and len(run.read_eval()) == 2
+    assert ganzoo.sample(out / job.folder, n=4).shape[0] == 4  # the checkpoint came back whole
