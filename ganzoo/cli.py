@@ -136,6 +136,16 @@ def _add_train(p):
     p.add_argument("--eval-extractor", default=None, help="feature extractor for those (default: the dataset's)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="Inception weights file for --eval-extractor inception-v3-compat")
+    speed = p.add_argument_group("speed (benchmarks/RESULTS.md, 'Training speed'; only --precision changes the run)")
+    speed.add_argument("--precision", default=d.precision,
+                       help="fp32 (default) or bf16 (bfloat16 autocast for forward passes; a different run)")
+    speed.add_argument("--adam", default=d.adam, help="Adam kernel: fused (default), foreach, for-loop")
+    speed.add_argument("--compile", default=d.compile, metavar="MODE",
+                       help="torch.compile G and D: off (default), default, reduce-overhead (CUDA graphs), "
+                            "max-autotune; pays on GPUs, not on CPUs")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC layout for convolutions (GPUs)")
+    speed.add_argument("--threads", type=int, default=d.threads,
+                       help="CPU threads for training (default 0: torch's default; 1 on a busy shared CPU)")
 
 
 @command("train", "train one GAN; writes checkpoint, config, per-step log and a sample grid")
@@ -150,7 +160,9 @@ def run_train(args) -> int:
                          checkpoint_every=args.checkpoint_every, data_root=args.data_root,
                          download=args.download, dataset_options=parse_options(args.dataset_option),
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
-                         eval_extractor=args.eval_extractor, inception_weights=args.inception_weights)
+                         eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
+                         precision=args.precision, adam=args.adam, compile=args.compile,
+                         channels_last=args.channels_last, threads=args.threads)
     run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     s = run.stats
     final = s.get("final", {})

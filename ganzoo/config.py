@@ -12,9 +12,19 @@ from .errors import GanzooError
 # Fields that change how a run is executed or saved but not what it computes; they are left out of the
 # identity of a run, so a run resumed with a different checkpoint interval is still the same run.
 # Evaluation during training only reads the generator (the same weights with or without it), so its settings
-# are operational too.
+# are operational too, and so are the speed settings that change results only by float rounding (as running
+# on another device or thread count does): adam, compile, channels_last, threads. precision is not: bf16
+# changes what is computed.
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
-                      "eval_every", "eval_samples", "eval_extractor", "inception_weights"}
+                      "eval_every", "eval_samples", "eval_extractor", "inception_weights",
+                      "adam", "compile", "channels_last", "threads"}
+# Identity fields added after runs already existed: left out of the identity while at their default, so that
+# those runs keep their keys (bench names run folders and result rows by key).
+LATE_IDENTITY_DEFAULTS = {"precision": "fp32"}
+
+PRECISIONS = ("fp32", "bf16")
+ADAM_IMPLS = ("fused", "foreach", "for-loop")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def normalize_dataset_options(options: Any) -> dict[str, str]:
@@ -58,6 +68,12 @@ class TrainConfig:
     eval_samples: int = 5000  # generated images per evaluation during training
     eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
     inception_weights: Optional[str] = None  # weights file for inception-v3-compat (None: torch's hub cache)
+    # Speed (measured in benchmarks/RESULTS.md, "Training speed"); evaluation is float32 whatever these say.
+    precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast (weights, Adam, losses stay fp32)
+    adam: str = "fused"  # Adam kernel: "fused" (one pass over memory), "foreach", "for-loop" (torch's CPU default)
+    compile: str = "off"  # torch.compile G and D: "off", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
+    channels_last: bool = False  # NHWC memory layout for conv weights and activations (faster convs on GPUs)
+    threads: int = 0  # CPU threads for training (0: torch's default); 1 is faster on a busy shared CPU
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "latent_dim", "d_steps", "checkpoint_every"):
@@ -78,6 +94,15 @@ class TrainConfig:
             raise GanzooError(f"eval-every must be a non-negative integer (0: off), got {self.eval_every!r}")
         if not isinstance(self.eval_samples, int) or isinstance(self.eval_samples, bool) or self.eval_samples < 2:
             raise GanzooError(f"eval-samples must be an integer of at least 2, got {self.eval_samples!r}")
+        if self.compile is True or self.compile is False:  # compile=True from Python means torch's default mode
+            object.__setattr__(self, "compile", "default" if self.compile else "off")
+        for name, allowed in (("precision", PRECISIONS), ("adam", ADAM_IMPLS), ("compile", COMPILE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise GanzooError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if not isinstance(self.channels_last, bool):
+            raise GanzooError(f"channels-last must be true or false, got {self.channels_last!r}")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            raise GanzooError(f"threads must be a non-negative integer (0: torch's default), got {self.threads!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -93,7 +118,8 @@ class TrainConfig:
         return cls(**{k: (tuple(v) if k == "betas" else v) for k, v in d.items()})
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in OPERATIONAL_FIELDS}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in OPERATIONAL_FIELDS and not (k in LATE_IDENTITY_DEFAULTS and v == LATE_IDENTITY_DEFAULTS[k])}
 
     def key(self) -> str:
         """A short hash of what this run computes: equal keys mean the same run."""

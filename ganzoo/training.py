@@ -3,9 +3,14 @@
 Recipe (all of it in TrainConfig): alternate d_steps discriminator steps and one generator step, Adam with
 lr 2e-4 and betas (0.5, 0.999), batch 64, standard normal latents of size 100, images scaled to [-1, 1].
 A variant plugin supplies only the two losses; an architecture plugin only the two networks.
+Speed settings (TrainConfig precision, adam, compile, channels_last, threads) change how the steps run; only
+precision="bf16" changes what they compute beyond float rounding.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import sys
 import time
 from pathlib import Path
@@ -45,6 +50,11 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         config = TrainConfig.from_dict(settings)
     elif settings:
         raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
+    with _cpu_threads(config.threads):
+        return _train(config, out, overwrite, progress)
+
+
+def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool) -> Run:
     variant = registry.variant(config.variant)
     arch = registry.get("architecture", config.arch)
     dataset_entry = registry.get("dataset", config.dataset)
@@ -69,9 +79,21 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     torch.manual_seed(config.seed)
     G = arch.spec.build_generator(config.latent_dim, dataset.shape).to(device)
     D = arch.spec.build_discriminator(dataset.shape).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=config.betas)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
+        G.to(memory_format=layout)
+        D.to(memory_format=layout)
+    opt_g, opt_d = _adam(G, config, device), _adam(D, config, device)
     noise = torch.Generator(device=device).manual_seed(config.seed)
+
+    # ---- speed: what the steps call. G and D keep the weights (checkpoints, evaluation); torch.compile wraps
+    #      them, and under bf16 the forward passes run in autocast while weights, Adam and losses stay float32.
+    G_fwd, D_fwd = G, D
+    if config.compile != "off":
+        mode = None if config.compile == "default" else config.compile
+        G_fwd, D_fwd = torch.compile(G, mode=mode), torch.compile(D, mode=mode)
+    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16,
+                                 enabled=config.precision == "bf16")
 
     start_step, wall_before = 0, 0.0
     resolved = {
@@ -79,6 +101,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         "key": config.key(),
         "resolved": {
             "device": str(device),
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "variant": {"name": variant.name, "plugin": registry.get("variant", config.variant).plugin,
                         "origin": registry.get("variant", config.variant).origin},
             "arch": {"name": config.arch, "plugin": arch.plugin, "origin": arch.origin},
@@ -96,8 +119,8 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         state = _resume_state(out / CHECKPOINT_FILE, existing)
         checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
         checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        opt_g.load_state_dict(_with_adam_kernel(state["opt_g"], config))
+        opt_d.load_state_dict(_with_adam_kernel(state["opt_d"], config))
         noise.set_state(state["noise_rng"])
         start_step, wall_before = int(state["step"]), float(state["wall_time_s"])
     else:
@@ -110,11 +133,16 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     log = _LogWriter(out / LOG_FILE, keep_until=start_step)
     _write_status(out, "running", start_step, config)
 
-    batch_of_real_images = _EpochBatches(images, config.batch_size, config.seed)
+    batch_of_real_images = _EpochBatches(images, config.batch_size, config.seed, layout)
+
+    def generate_batch(z: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return G_fwd(z)
 
     def discriminate(x: torch.Tensor) -> DiscriminatorOutput:
-        logits, features = D(x)
-        return DiscriminatorOutput(logits, features)
+        with autocast():
+            logits, features = D_fwd(x)
+        return DiscriminatorOutput(logits.float(), features.float())  # losses in float32 (a no-op under fp32)
 
     bar = _progress_bar(config, start_step, progress)
     started = time.perf_counter()
@@ -123,6 +151,8 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     G.train()
     D.train()
     for step in range(start_step, config.steps):
+        if config.compile != "off":
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse last step's output buffers now
         # 1) Discriminator: real batch against a generated batch, d_steps times. The last fake batch keeps
         #    its graph so that the generator step can reuse it instead of generating again.
         for k in range(config.d_steps):
@@ -130,17 +160,21 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
             z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
             last = k == config.d_steps - 1
             with torch.set_grad_enabled(last):
-                fake_x = G(z)
+                fake_x = generate_batch(z)
             real, fake = discriminate(real_x), discriminate(fake_x.detach())
             d_loss = variant.discriminator_loss(real, fake)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
+        with torch.no_grad():  # D(x) for the log, taken now: a CUDA graph may reuse its output buffer later
+            d_real = variant.d_value(real.logits.detach()).mean()
 
         # 2) Generator: score the same fake batch with the updated discriminator. D's weights are frozen here so
         #    backward computes no gradients for them (only through them, to G).
         D.requires_grad_(False)
         fake = discriminate(fake_x)
+        with torch.no_grad():  # D(G(z)) for the log, by the updated D
+            d_fake = variant.d_value(fake.logits.detach()).mean()
         real_now = None
         if variant.generator_needs_real:
             with torch.no_grad():
@@ -153,9 +187,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
 
         # 3) Bookkeeping, kept on the device until the next flush.
         with torch.no_grad():
-            pending.append(torch.stack([d_loss.detach(), g_loss.detach(),
-                                        variant.d_value(real.logits.detach()).mean(),
-                                        variant.d_value(fake.logits.detach()).mean()]).float())
+            pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake]).float())
         pending_times.append(wall_before + time.perf_counter() - started)
         done = step + 1
         evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
@@ -179,7 +211,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
             bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
                             img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
             if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
-                started += evaluator(G, done)  # the training clock leaves evaluation out
+                started += evaluator(_plain(G, config), done)  # the training clock leaves evaluation out
             if done % config.checkpoint_every == 0 or done == config.steps:
                 wall = wall_before + time.perf_counter() - started
                 sha = checkpoint.save(out / CHECKPOINT_FILE, {
@@ -193,7 +225,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
 
     # ---- finish: a sample grid from fixed noise and the final status ----
     wall = wall_before + time.perf_counter() - started
-    save_grid(generate(G, GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE, nrow=8)
+    save_grid(generate(_plain(G, config), GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE, nrow=8)
     status = read_json(out / STATUS_FILE, "run status")
     final = _final_stats(out / LOG_FILE)
     trained_steps = config.steps - start_step
@@ -222,6 +254,50 @@ def _resume_state(path: Path, existing: Run) -> dict:
         return state
 
 
+def _cpu_threads(n: int):
+    """Train with n CPU threads (0: leave torch's setting alone), restoring the caller's setting afterwards."""
+    if not n:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def threads():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    return threads()
+
+
+def _adam_kernel(config: TrainConfig) -> dict[str, Any]:
+    """torch.optim.Adam's implementation flags for config.adam. All three compute the same update; fused and
+    foreach differ from the for-loop only by float rounding (fused: one pass over the weights, not several)."""
+    return {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True},
+            "for-loop": {"fused": None, "foreach": False}}[config.adam]
+
+
+def _adam(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, **_adam_kernel(config))
+    except RuntimeError as exc:  # e.g. no fused kernel for this device type
+        raise GanzooError(f"adam={config.adam} is not available on device {device}: {str(exc).splitlines()[0]}; "
+                          "try --adam foreach or --adam for-loop") from None
+
+
+def _with_adam_kernel(saved: dict, config: TrainConfig) -> dict:
+    """An optimizer state dict whose groups ask for this run's Adam kernel: load_state_dict takes the flags (and
+    where the step counters live) from the saved groups, so a resume with another --adam would keep the old one."""
+    return {**saved, "param_groups": [{**group, **_adam_kernel(config)} for group in saved["param_groups"]]}
+
+
+def _plain(G: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """G as evaluation and sample grids see it: with contiguous weights, so that scores do not depend on the
+    memory layout training used (the same images as `ganzoo eval` gets from the checkpoint)."""
+    return copy.deepcopy(G).to(memory_format=torch.contiguous_format) if config.channels_last else G
+
+
 class _EpochBatches:
     """Real batches drawn by index from the uint8 images on the device, no per-image Python work.
 
@@ -229,8 +305,9 @@ class _EpochBatches:
     sees exactly the batches an uninterrupted one would. The last partial batch of an epoch is dropped.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
-        self.images, self.batch_size, self.seed = images, batch_size, seed
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
+                 layout: torch.memory_format = torch.contiguous_format):
+        self.images, self.batch_size, self.seed, self.layout = images, batch_size, seed, layout
         self.per_epoch = len(images) // batch_size
         self.epoch, self.order = -1, None
 
@@ -241,7 +318,8 @@ class _EpochBatches:
                 self.seed * 1_000_003 + epoch))
             self.epoch, self.order = epoch, perm.to(self.images.device)
         idx = self.order[position * self.batch_size:(position + 1) * self.batch_size]
-        return self.images[idx].float().div_(127.5).sub_(1.0)  # uint8 [0, 255] -> float [-1, 1]
+        batch = self.images[idx].float().div_(127.5).sub_(1.0)  # uint8 [0, 255] -> float [-1, 1]
+        return batch if self.layout == torch.contiguous_format else batch.contiguous(memory_format=self.layout)
 
 
 class _LogWriter:
@@ -299,9 +377,10 @@ def _prepare_folder(out: Path, config: TrainConfig, overwrite: bool) -> Optional
             (out / name).unlink(missing_ok=True)
     if (out / CONFIG_FILE).is_file():
         stored = open_run(out)
-        if stored.config.identity() != config.identity():
-            differences = ", ".join(f"{k}={stored.config.identity()[k]!r}" for k in config.identity()
-                                    if stored.config.identity()[k] != config.identity()[k])
+        old, new = stored.config.identity(), config.identity()
+        if old != new:
+            differences = ", ".join(f"{k}={old.get(k, getattr(stored.config, k))!r}" for k in sorted({*old, *new})
+                                    if old.get(k) != new.get(k))
             raise GanzooError(f"{out} already holds a different run ({differences}); "
                               "choose another --out or pass --overwrite")
         if stored.status == "diverged":
