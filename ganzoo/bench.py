@@ -5,8 +5,8 @@ ordinary ganzoo.train run in <out>/runs/, evaluated by ganzoo.evaluate, and its 
 report folder's results store (store.py) before the next cell starts. Re-running the same command skips the
 cells already recorded and resumes the one in flight from its checkpoint, so an interrupted benchmark loses at
 most the steps since its last checkpoint. A cell that fails or diverges is recorded with its status and error
-and the grid goes on. The cells run in this process by default, or as Ray tasks on a cluster (executors.py);
-either way this process alone writes the results store.
+and the grid goes on. The cells run in this process by default, `jobs` at a time in child processes, or as
+Ray tasks on a cluster (executors.py); either way this process alone writes the results store.
 """
 from __future__ import annotations
 
@@ -158,11 +158,12 @@ def source_revision() -> str:
 
 def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progress: bool = True,
           config: Optional[Path | str] = None, inception_weights: Optional[str] = None, executor: Any = "local",
-          **overrides: Any):
+          jobs: Optional[int] = None, **overrides: Any):
     """Run (or resume) a benchmark into the report folder `out`; returns its leaderboard DataFrame.
 
     ``ganzoo.bench(variants="vanilla,lsgan", seeds=[0, 1], steps=2000)`` or ``ganzoo.bench(spec)``.
-    `executor` is "local" (this process), "ray", or one made by ``executors.make_executor("ray", address=...)``.
+    `executor` is "local" (this machine: `jobs` cells at once, default 1, in this process), "ray", or one made by
+    ``executors.make_executor("ray", address=...)``.
     The DataFrame's attrs["all_completed"] says whether every cell trained and scored.
     """
     from .leaderboard import leaderboard, write_reports
@@ -179,7 +180,12 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         registry.get("architecture", name)
     for name in spec.datasets:
         registry.dataset(name, spec.dataset_options.get(name, {}))
-    runner = make_executor(executor) if isinstance(executor, str) else executor
+    if isinstance(executor, str):
+        runner = make_executor(executor, jobs=jobs)
+    elif jobs is not None:
+        raise GanzooError("jobs is an option of the local executor: make_executor('local', jobs=N)")
+    else:
+        runner = executor
     runner.check(spec)  # settings the executor cannot run are refused before the folder is created
     store = ResultsStore.open(out / "results.sqlite", create=True)
     store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,

@@ -280,9 +280,13 @@ def _add_bench(p):
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", default="bench", help="report folder (default bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="cells trained at once, each in its own process with (CPUs / jobs) torch threads "
+                        "(default 1: one after another in this process); several small runs can share a GPU")
     ray = p.add_argument_group("running the grid on Ray (pip install 'ganzoo[ray]')")
     ray.add_argument("--executor", default="local",
-                     help="local (default: one cell after another in this process) or ray (each cell a Ray task)")
+                     help="local (default: the cells run on this machine, --jobs at a time) or ray (each cell a "
+                          "Ray task)")
     ray.add_argument("--ray-address", default=None,
                      help="Ray cluster to use (default: start a local Ray instance; 'auto': join the running one)")
     ray.add_argument("--gpus-per-run", type=float, default=None,
@@ -299,8 +303,9 @@ def run_bench(args) -> int:
     from .executors import make_executor
     from .leaderboard import render
 
-    executor = make_executor(args.executor, address=args.ray_address, gpus_per_run=args.gpus_per_run,
-                             cpus_per_run=args.cpus_per_run, max_retries=args.max_retries)
+    executor = make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
+                             gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                             max_retries=args.max_retries)
     board = bench(out=args.out, progress=not args.quiet, config=args.config, inception_weights=args.inception_weights,
                   variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                   steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,

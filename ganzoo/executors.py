@@ -1,10 +1,22 @@
-"""Where a benchmark's jobs run: in this process (`local`, the default) or as Ray tasks on a cluster (`ray`).
+"""Where a benchmark's jobs run: on this machine (`local`, the default) or as Ray tasks on a cluster (`ray`).
 
 A job is one record of the results store: a real-data reference row, an untrained-generator row, or a grid
 cell (train, then score). bench() builds the jobs the store still lacks and hands them to an executor, which
 calls the job's function (the same function whichever executor runs it) and yields the record back to the
 driver. The driver alone writes the results store, so the store is the same whichever executor ran the grid,
 and resume works the same way: the driver skips the cells already recorded before anything is submitted.
+
+Local, ``jobs=1`` (the default): one job after another in this process. ``jobs=N``: up to N jobs at once, each
+in a fresh child process (started with "spawn": safe with CUDA and OpenMP), which is how several small runs
+share one GPU, or how a multi-core CPU trains one run per core instead of spreading one run thinly.
+
+- Each child runs torch on ``cpu_count // N`` threads unless OMP_NUM_THREADS says otherwise; its scores are
+  bit-identical to a ``jobs=1`` run with that thread count (torch's sums depend on the thread count).
+- Children load plugins from their entry points, as a fresh ``ganzoo`` command does: a variant registered
+  only inside this Python process (a notebook's ``pm.register``) does not exist in them; install it.
+- A child that dies (killed, out of memory) is recorded as failed with its exit signal, and the grid goes on;
+  rerunning the command retries the cell from its last checkpoint. A child never outlives the driver (on
+  Linux it is killed with it), so a rerun never races an orphan writing the same run folder.
 
 Ray (``pip install 'ganzoo[ray]'``, imported only here and only when chosen):
 
@@ -64,24 +76,33 @@ class Job:
     folder: Optional[str] = None  # the run folder it writes, relative to the report folder; kwargs["out"] is that
 
 
+OPTIONS = {"local": {"jobs"}, "ray": {"address", "gpus_per_run", "cpus_per_run", "max_retries"}}
+
+
 def make_executor(name: str = "local", **options: Any):
-    """`local` or `ray` with its options (address, gpus_per_run, cpus_per_run, max_retries); None means default."""
+    """`local` (option: jobs) or `ray` (address, gpus_per_run, cpus_per_run, max_retries); None means default."""
     options = {k: v for k, v in options.items() if v is not None}
-    if name == "local":
-        if options:
-            given = ", ".join("--" + {"address": "ray-address"}.get(k, k.replace("_", "-")) for k in sorted(options))
-            raise GanzooError(f"{given}: only with --executor ray")
-        return LocalExecutor()
-    if name == "ray":
-        return RayExecutor(**options)
-    raise GanzooError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+    if name not in OPTIONS:
+        raise GanzooError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+    foreign = sorted(set(options) - OPTIONS[name])
+    if foreign:
+        given = ", ".join("--" + {"address": "ray-address"}.get(k, k.replace("_", "-")) for k in foreign)
+        other = next(n for n in OPTIONS if n != name)
+        raise GanzooError(f"{given}: only with --executor {other}")
+    return LocalExecutor(**options) if name == "local" else RayExecutor(**options)
 
 
 class LocalExecutor:
-    """Today's behaviour: one job after another in this process, in the order given."""
+    """Jobs on this machine: in this process, in the order given (jobs=1), or up to `jobs` child processes at
+    once, records yielded as they finish (see the module docstring)."""
 
     name = "local"
-    in_process = True  # the cell's own training progress bar can show under the grid's
+
+    def __init__(self, jobs: int = 1):
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+            raise GanzooError(f"jobs must be an integer >= 1, got {jobs!r}")
+        self.jobs = jobs
+        self.in_process = jobs == 1  # the cell's own training progress bar can show under the grid's
 
     def check(self, spec) -> None:
         pass
@@ -91,9 +112,99 @@ class LocalExecutor:
         yield self
 
     def run(self, jobs: Iterable[Job], bar) -> Iterator[tuple[Job, dict]]:
+        if self.jobs > 1:
+            yield from _run_in_children(list(jobs), self.jobs, bar)
+            return
         for job in jobs:
             bar.set_postfix_str(job.label)
             yield job, job.fn(**job.kwargs)
+
+
+def _run_in_children(jobs: list[Job], limit: int, bar) -> Iterator[tuple[Job, dict]]:
+    """Up to `limit` jobs at once, one spawned child process each; whatever happens here, no child outlives it."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, _cpu_count() // limit)
+    pending, running = list(jobs), {}  # receiving end of the child's pipe -> (process, job)
+    try:
+        while pending or running:
+            while pending and len(running) < limit:
+                job = pending.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_child, args=(job.fn, job.kwargs, threads, os.getpid(), send),
+                                          name=f"ganzoo {job.label}", daemon=True)
+                process.start()
+                send.close()  # the child holds the only sending end: EOF here means it is gone
+                running[receive] = (process, job)
+            bar.set_postfix_str(f"{len(running)} running: " + ", ".join(j.label for _, j in running.values()))
+            for receive in wait(list(running)):
+                process, job = running.pop(receive)
+                try:
+                    outcome, value = receive.recv()
+                except (EOFError, OSError):  # died before it could answer
+                    outcome, value = "lost", None
+                receive.close()
+                process.join()
+                if outcome == "error":  # the job's own error: the same outcome as running it in this process
+                    raise value
+                if outcome == "lost":
+                    value = {**job.row, "status": "failed",
+                             "error": f"its worker process died ({_exit_reason(process.exitcode)}); "
+                                      "rerun the command to retry it from its last checkpoint"}
+                yield job, value
+    finally:
+        for process, _ in running.values():
+            process.kill()
+        for process, _ in running.values():
+            process.join()
+
+
+def _child(fn: Callable[..., dict], kwargs: dict, threads: int, parent: int, send) -> None:
+    """The body of a local child process: run one job, send ("ok", record) or ("error", exception) back."""
+    _die_with_parent(parent)
+    import torch
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(threads)
+    try:
+        send.send(("ok", fn(**kwargs)))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the driver handles it
+        pass
+    except Exception as exc:  # noqa: BLE001 - handed to the driver, which raises it as a local run would
+        try:
+            send.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that cannot be pickled: keep its text
+            send.send(("error", GanzooError(f"{type(exc).__name__}: {_one_line(exc)}")))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this process when the driver dies (even by SIGKILL); elsewhere, best effort."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before the line above took effect
+        os._exit(1)
+
+
+def _exit_reason(code: Optional[int]) -> str:
+    if code is not None and code < 0:
+        import signal
+
+        with suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _cpu_count() -> int:
+    with suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class RayExecutor:

@@ -1,5 +1,7 @@
-"""`ganzoo bench --executor ray` on CPU with a local Ray instance: the same results as the local executor, a
-worker killed mid-task retried (and recorded as failed once retries run out), a one-line message without Ray.
+"""Where a benchmark's cells run. `ganzoo bench --jobs N` (child processes on this machine) and `--executor ray`
+(a local Ray instance), both on CPU: the same results as one cell after another in one process, a worker killed
+mid-cell recorded as failed (Ray: retried first) and resumed by a rerun, no child outliving a killed driver, a
+one-line message without Ray.
 
 The Ray tests are skipped where Ray is not installed; tox installs the `ray` extra, so CI runs them.
 """
@@ -7,7 +9,10 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import tempfile
 import textwrap
 from pathlib import Path
@@ -198,6 +203,8 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, cli, tmp_pa
     (["--executor", "ray", "--gpus-per-run", "1.5"], "gpus-per-run above 1 must be a whole number"),
     (["--executor", "ray", "--cpus-per-run", "0"], "cpus-per-run must be a number > 0"),
     (["--executor", "ray", "--max-retries", "-1"], "max-retries must be an integer >= 0, got -1"),
+    (["--jobs", "0"], "jobs must be an integer >= 1, got 0"),
+    (["--executor", "ray", "--jobs", "2"], "--jobs: only with --executor local"),
 ])
 def test_executor_bad_input_is_one_line(argv, message, cli, tmp_path):
     code, _, err = cli("bench", "--variants", "vanilla", "--seeds", "0", "--out", tmp_path / "b", "--quiet", *argv)
@@ -233,3 +240,109 @@ def test_a_worker_that_cannot_see_the_report_folder_sends_the_run_back(tmp_path,
     run = open_run(out / job.folder)
     assert run.status == "completed" and run.step == 20 and len(run.read_eval()) == 2
     assert ganzoo.sample(out / job.folder, n=4).shape[0] == 4  # the checkpoint came back whole
+
+
+# --- the local executor with --jobs: child processes ----------------------------------------------------------
+
+
+def test_jobs_give_the_one_thread_leaderboard(tiny_config, local_board, tmp_path):
+    """Two cells at once in child processes on one thread each: the same store and weights, bit for bit, as one
+    cell after another on one thread."""
+    local_out, local = local_board
+    out = tmp_path / "jobs"
+    done = run_ganzoo("bench", "--config", tiny_config, "--out", out, "--jobs", "2", env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    board = ganzoo.leaderboard(out)
+    pd.testing.assert_frame_equal(board[["variant"] + METRICS], local[["variant"] + METRICS], check_exact=True)
+    ours, theirs = _records(out), _records(local_out)
+    assert ours.keys() == theirs.keys()
+    for key, record in ours.items():
+        expected = {k: v.replace(str(local_out), str(out)) if isinstance(v, str) else v
+                    for k, v in theirs[key].items() if k not in TIMING}
+        assert {k: v for k, v in record.items() if k not in TIMING} == expected, key
+    for run in (r["run"] for r in ours.values() if r["kind"] == "run"):
+        mine, reference = (checkpoint.load(folder / run / "checkpoint.pt") for folder in (out, local_out))
+        for net in ("generator", "discriminator"):
+            assert all(torch.equal(mine[net][k], reference[net][k]) for k in reference[net]), (run, net)
+
+
+def test_a_killed_child_is_recorded_failed_and_a_rerun_resumes_it(tiny_config, crashing_plugin, local_board,
+                                                                  tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the children's thread count, as in local_board
+    marks, out = crashing_plugin, tmp_path / "jobs"
+    settings = dict(config=tiny_config, out=out, progress=False, variants="crash-once,crash-always", seeds=[0],
+                    jobs=2)
+    rows = ganzoo.bench(**settings).set_index("variant")
+    for name in ("crash-once", "crash-always"):  # both children were SIGKILLed; the grid still completed
+        assert rows.loc[name, "status"] == "1 failed"
+        assert rows.loc[name, "error"] == ("its worker process died (killed by SIGKILL); rerun the command to retry "
+                                           "it from its last checkpoint")
+    assert (out / "leaderboard.md").is_file()
+
+    board = ganzoo.bench(**settings)  # the rerun retries the failed cells
+    rows = board.set_index("variant")
+    assert rows.loc["crash-once", "status"] == "1 ok" and rows.loc["crash-always", "status"] == "1 failed"
+    assert not board.attrs["all_completed"]
+    assert len(list(marks.glob("crash-once-attempt-*"))) == 2
+    # crash-once resumed from its step-20 checkpoint: no step lost or repeated, and exactly vanilla's score
+    run = next(out.glob("runs/crash-once-*"))
+    assert pd.read_csv(run / "log.csv")["step"].tolist() == list(range(1, 41))
+    vanilla = next(r for r in _records(local_board[0]).values() if r["kind"] == "run" and r["seed"] == 0)
+    crash_once = next(r for r in _records(out).values() if r.get("variant") == "crash-once")
+    assert crash_once["fid"] == vanilla["fid"] and crash_once["kid_mean"] == vanilla["kid_mean"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; children die with the driver on Linux")
+def test_no_child_outlives_a_killed_driver_and_the_rerun_completes(tiny_config, tmp_path):
+    """kill -9 of `ganzoo bench --jobs 2` while both cells train: the children die with it (an orphan would race
+    the rerun for the same run folder), and the same command then resumes both cells to completion."""
+    out = tmp_path / "jobs"
+    argv = [sys.executable, "-m", "ganzoo", "bench", "--config", str(tiny_config), "--out", str(out), "--jobs", "2",
+            "--steps", "400", "--eval-every", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while len([p for p in out.glob("runs/*/log.csv") if len(p.read_text().splitlines()) > 1]) < 2:
+            assert driver.poll() is None and time.monotonic() < deadline, "the two cells did not start training"
+            time.sleep(0.2)
+        children = _spawned_children(driver.pid)
+        assert len(children) == 2  # both cells training at once
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, children))
+    steps_at_kill = {p.parent.name: len(p.read_text().splitlines()) - 1 for p in out.glob("runs/*/log.csv")}
+    assert all(0 < n < 400 for n in steps_at_kill.values()), steps_at_kill
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    board = ganzoo.leaderboard(out)
+    assert board.set_index("variant").loc["vanilla", "status"] == "2 ok"
+    for log in out.glob("runs/*/log.csv"):  # resumed from checkpoints: no step lost or repeated
+        assert pd.read_csv(log)["step"].tolist() == list(range(1, 401))
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """The multiprocessing children (not its resource tracker) whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
