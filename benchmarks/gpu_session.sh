@@ -48,9 +48,10 @@ paper)
     extractor=(--extractor classifier)
   fi
   start=$(date +%s)
+  # JOBS cells at once on the one GPU (bench --jobs: one process each); JOBS=1 for one after another
   (cd /tmp && python3 -m ganzoo bench --config "$cfg" --data-root "$OLDPWD/gpu-data" --out /tmp/bench-paper --quiet \
-     "${extractor[@]}") 2>&1 | tail -40 | tee "$OUT/paper.md"
-  echo "paper preset wall time: $(( $(date +%s) - start )) s (${extractor[*]})" | tee -a "$OUT/paper.md"
+     --jobs "${JOBS:-4}" "${extractor[@]}") 2>&1 | tail -40 | tee "$OUT/paper.md"
+  echo "paper preset wall time: $(( $(date +%s) - start )) s (--jobs ${JOBS:-4} ${extractor[*]})" | tee -a "$OUT/paper.md"
   cp /tmp/bench-paper/leaderboard.md "$OUT/" 2>/dev/null || true
   ;;
 *) echo "usage: gpu_session.sh throughput|paper" >&2; exit 2 ;;
