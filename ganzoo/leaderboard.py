@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -301,7 +302,9 @@ def welch_p(va: np.ndarray, vb: np.ndarray) -> float:
         return math.nan
     if va.std() == 0 and vb.std() == 0:  # no spread at all: the test is degenerate, the answer is not
         return 1.0 if va.mean() == vb.mean() else 0.0
-    return float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # scipy warns when values are nearly equal (e.g. IS identical over seeds)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
 
 
 def protocol_differences(frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> dict[str, tuple[str, str]]:

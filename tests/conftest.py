@@ -76,3 +76,24 @@ def tiny_run(tmp_path_factory):
     import ganzoo
 
     return ganzoo.train(steps=20, checkpoint_every=10, out=tmp_path_factory.mktemp("tiny") / "run", progress=False)
+
+
+def write_bench_config(path: Path, *, variants: list[str], seeds: list[int], steps: int, eval_every: int,
+                       n_fake: int, checkpoint_every: int) -> Path:
+    """A benchmark preset sized for tests: mlp on mnist5k, batch 32, small evaluations."""
+    path.write_text(f"""
+[bench]
+variants = {variants!r}
+archs = ["mlp"]
+datasets = ["mnist5k"]
+seeds = {seeds!r}
+steps = {steps}
+eval_every = {eval_every}
+eval_samples = 200
+n_fake = {n_fake}
+
+[train]
+batch_size = 32
+checkpoint_every = {checkpoint_every}
+""".replace("'", '"'))
+    return path

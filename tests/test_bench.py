@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_bench_config
 
 import ganzoo
 from ganzoo.bench import BenchSpec
@@ -17,29 +18,14 @@ from ganzoo.specs import VariantSpec
 from ganzoo_plugins.vanilla import bce_discriminator_loss
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = """
-[bench]
-variants = ["vanilla", "lsgan"]
-archs = ["mlp"]
-datasets = ["mnist5k"]
-seeds = [0]
-steps = 120
-eval_every = 60
-eval_samples = 200
-n_fake = 500
-
-[train]
-batch_size = 32
-checkpoint_every = 20
-"""
 METRICS = ["fid", "fid_sd", "is", "kid", "best_fid", "last_fid", "classes", "class_kl", "completed", "steps"]
 
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    path.write_text(TINY)
-    return path
+    return write_bench_config(tmp_path_factory.mktemp("cfg") / "tiny.toml",
+                              variants=["vanilla", "lsgan"], seeds=[0],
+                              steps=120, eval_every=60, n_fake=500, checkpoint_every=20)
 
 
 @pytest.fixture(scope="module")

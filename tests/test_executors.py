@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import run_ganzoo
+from conftest import run_ganzoo, write_bench_config
 
 import ganzoo
 from ganzoo import checkpoint
@@ -31,21 +31,6 @@ from ganzoo.store import ResultsStore
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray is not installed (pip install 'ganzoo[ray]'; tox installs it)")
 
-TINY = """
-[bench]
-variants = ["vanilla"]
-archs = ["mlp"]
-datasets = ["mnist5k"]
-seeds = [0, 1]
-steps = 40
-eval_every = 20
-eval_samples = 200
-n_fake = 300
-
-[train]
-batch_size = 32
-checkpoint_every = 10
-"""
 METRICS = ["fid", "fid_sd", "is", "kid", "best_fid", "last_fid", "classes", "class_kl", "completed", "steps"]
 # Fields of a record that measure the machine, not the result.
 TIMING = {"wall_time_s", "images_per_s", "eval_seconds", "protocol.eval_seconds", "protocol.train_wall_time_s", "protocol.evaluated_at",
@@ -54,9 +39,9 @@ TIMING = {"wall_time_s", "images_per_s", "eval_seconds", "protocol.eval_seconds"
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    path.write_text(TINY)
-    return path
+    return write_bench_config(tmp_path_factory.mktemp("cfg") / "tiny.toml",
+                              variants=["vanilla"], seeds=[0, 1],
+                              steps=40, eval_every=20, n_fake=300, checkpoint_every=10)
 
 
 @pytest.fixture(scope="module")
