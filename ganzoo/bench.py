@@ -11,6 +11,7 @@ Ray tasks on a cluster (executors.py); either way this process alone writes the 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -187,6 +188,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     else:
         runner = executor
     runner.check(spec)  # settings the executor cannot run are refused before the folder is created
+    fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
     store = ResultsStore.open(out / "results.sqlite", create=True)
     store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
                                                           "git_commit": source_revision()})
@@ -211,12 +213,21 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     total = len(real) + len(untrained) + len(cells)
     bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
                desc="bench", position=0, dynamic_ncols=True)
-    if any(stages):
-        with runner.session(spec, out):
-            for todo in stages:
-                for job, record in runner.run(todo, bar):
-                    store.put(job.key, record)
-                    bar.update()
+    try:
+        if any(stages):
+            with runner.session(spec, out):
+                for todo in stages:
+                    for job, record in runner.run(todo, bar):
+                        store.put(job.key, record)
+                        bar.update()
+    except BaseException:
+        bar.close()
+        if fresh and not store.records() and not (out / "runs").exists():
+            # e.g. Ray unreachable, a dataset's files missing: an empty store would still tie the folder to
+            # this protocol, refusing a corrected command with other settings
+            store.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     bar.close()
 
     board = leaderboard(out)

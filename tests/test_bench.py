@@ -134,3 +134,18 @@ def test_bench_bad_input(tmp_path, cli, tiny_config, uninterrupted):
     code, _, err = cli("bench", "--config", tiny_config, "--n-fake", "600", "--out", out, "--quiet")
     assert code == 2 and "holds results of a benchmark with other settings (n_fake: 500 -> 600)" in err
     assert (out / "results.sqlite").read_bytes() == before
+
+
+def test_a_benchmark_stopped_before_its_first_record_leaves_no_folder(tmp_path, cli):
+    """A missing dataset surfaces in the first job (the real-data row): one line, exit 2, and no empty results
+    store left behind tying the folder to this protocol, so the corrected command may use other settings."""
+    out = tmp_path / "b"
+    code, _, err = cli("bench", "--datasets", "mnist", "--data-root", tmp_path / "nowhere", "--variants", "vanilla",
+                       "--seeds", "0", "--steps", "5", "--out", out, "--quiet")
+    assert code == 2 and "expected the 4 idx files" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    code, _, _ = cli("bench", "--datasets", "mnist", "--data-root", tmp_path / "nowhere", "--variants", "vanilla",
+                     "--seeds", "0", "--steps", "5", "--out", existing, "--quiet")
+    assert code == 2 and existing.is_dir()  # a folder the user made is never removed
