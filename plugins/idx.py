@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
 import zlib
 from pathlib import Path
 from typing import Callable, Optional
@@ -105,7 +106,8 @@ def load_torchvision_layout(name: str, tv_class: type, split: str, root: str, do
                             fallback: Optional[Callable[[], Optional[ImageData]]] = None) -> ImageData:
     """Load one split of an MNIST-like dataset from <root>/<Class>/raw/ through torchvision's class.
 
-    `fallback` is tried when nothing at all is under the data root (fashion-mnist: the Debian package).
+    `fallback` is tried when nothing at all is under the data root (fashion-mnist: the Debian package), also
+    after a failed --download (offline), with a warning saying so.
     """
     missing_hint = missing_hint() if callable(missing_hint) else missing_hint
     if split not in SPLIT_FILES:
@@ -117,8 +119,13 @@ def load_torchvision_layout(name: str, tv_class: type, split: str, root: str, do
             tv_class(root, train=split == "train", download=True)
         except Exception as exc:  # noqa: BLE001 - offline machines fail here in many ways (DNS, proxy, TLS)
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise GanzooError(f"dataset '{name}': download into {raw} failed ({reason}); instead, {missing_hint}"
-                              ) from exc
+            data = fallback() if fallback is not None and not any(f.is_file() for f in files) else None
+            if data is None:
+                raise GanzooError(f"dataset '{name}': download into {raw} failed ({reason}); instead, "
+                                  f"{missing_hint}") from exc
+            print(f"ganzoo: warning: dataset '{name}': download into {raw} failed ({reason}); using "
+                  f"{Path(data.info['source'][0]).parent} instead", file=sys.stderr)
+            return data
     present = [f for f in files if f.is_file()]
     if not present and fallback is not None:
         data = fallback()

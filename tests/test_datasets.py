@@ -156,6 +156,35 @@ def test_fashion_mnist_reads_the_debian_package_when_the_root_is_empty(tmp_path,
     assert load_split("fashion-mnist", "test", tmp_path / "root").info["reader"] == "torchvision.datasets.FashionMNIST"
 
 
+def test_a_failed_download_is_one_line_and_fashion_mnist_falls_back_to_debian(tmp_path, monkeypatch, capsys):
+    from torchvision.datasets import MNIST  # FashionMNIST's base class: one patch makes both offline
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"  # torchvision's message, offline
+                           "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+                           "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
+    for name, folder in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")):
+        with pytest.raises(GanzooError) as err:
+            load_split(name, "train", tmp_path / "root", download=True)
+        message = str(err.value)
+        assert message.startswith(f"dataset '{name}': download into {tmp_path / 'root' / folder / 'raw'} failed "
+                                  "(<urlopen error [Errno -3] Temporary failure in name resolution>); instead, ")
+        assert "\n" not in message
+    # Offline, with the Debian package installed: its files, and a warning that the download did not happen
+    debian = tmp_path / "debian"
+    written = write_idx_dir(debian, gz=True)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", debian)
+    data = load_split("fashion-mnist", "train", tmp_path / "root2", download=True)
+    assert torch.equal(data.images[:, 0], torch.from_numpy(written["train"][0]))
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"ganzoo: warning: dataset 'fashion-mnist': download into "
+                              f"{tmp_path / 'root2' / 'FashionMNIST' / 'raw'} failed (")
+    assert warning.endswith(f"; using {debian} instead\n") and warning.count("\n") == 1
+
+
 def test_missing_idx_files_list_the_expected_layout(tmp_path):
     with pytest.raises(GanzooError) as err:
         load_split("mnist", "train", tmp_path)
