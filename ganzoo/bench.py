@@ -188,6 +188,12 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     else:
         runner = executor
     runner.check(spec)  # settings the executor cannot run are refused before the folder is created
+    if not runner.in_process:  # cells run in other processes, which find plugins through entry points
+        why = f"{'--jobs' if runner.name == 'local' else 'Ray'} runs cells in other processes"
+        for kind, names in (("variant", variants), ("architecture", spec.archs), ("dataset", spec.datasets),
+                            ("extractor", [spec.extractor] if spec.extractor else [])):
+            for name in names:
+                registry.require_installed(kind, name, why)
     fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
     store = ResultsStore.open(out / "results.sqlite", create=True)
     store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,

@@ -13,7 +13,8 @@ share one GPU, or how a multi-core CPU trains one run per core instead of spread
 - Each child runs torch on ``cpu_count // N`` threads unless OMP_NUM_THREADS says otherwise; its scores are
   bit-identical to a ``jobs=1`` run with that thread count (torch's sums depend on the thread count).
 - Children load plugins from their entry points, as a fresh ``ganzoo`` command does: a variant registered
-  only inside this Python process (a notebook's ``pm.register``) does not exist in them; install it.
+  only inside this Python process (a notebook's ``pm.register``) does not exist in them, so bench() refuses
+  it up front (registry.require_installed); the same holds for Ray workers.
 - A child that dies (killed, out of memory) is recorded as failed with its exit signal, and the grid goes on;
   rerunning the command retries the cell from its last checkpoint. A child never outlives the driver (on
   Linux it is killed with it), so a rerun never races an orphan writing the same run folder.

@@ -18,6 +18,7 @@ from . import hookspecs
 
 ENTRY_POINT_GROUP = "ganzoo"
 BLOCK_ENV = "GANZOO_BLOCK_PLUGINS"
+RUNTIME_ORIGIN = "registered at run time"  # a plugin registered by hand, not from an entry point
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def plugin_info(name: str) -> PluginInfo:
     """Provenance of a registered plugin (plugins registered by hand, e.g. in a notebook, say so)."""
-    return _infos.get(name) or PluginInfo(name, name, "registered at run time", "")
+    return _infos.get(name) or PluginInfo(name, name, RUNTIME_ORIGIN, "")
 
 
 def failed_plugins() -> list[PluginInfo]:

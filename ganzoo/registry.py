@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Generic, Mapping, Optional, TypeVar
 
 from .config import normalize_dataset_options
 from .errors import GanzooError
-from .plugins import get_plugin_manager, plugin_info
+from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info
 from .specs import ArchitectureSpec, DatasetSpec, ExtractorSpec, VariantSpec
 
 T = TypeVar("T")
@@ -89,6 +91,21 @@ def get(kind: str, name: str) -> Entry[Any]:
         listing = ", ".join(f"{n} ({e.origin.split(' ')[0]})" for n, e in available.items()) or "none"
         raise GanzooError(f"unknown {kind} '{name}'; available: {listing}")
     return available[name]
+
+
+def require_installed(kind: str, name: str, why: str) -> None:
+    """Refuse a spec that another Python process could not find: one whose plugin was registered at run time
+    (a notebook's ``pm.register``) and is not also installed under the ``ganzoo`` entry-point group."""
+    entry = get(kind, name)
+    if plugin_info(entry.plugin).distribution != RUNTIME_ORIGIN:
+        return
+    plugin = get_plugin_manager().get_plugin(entry.plugin)
+    module = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
+    installed = {ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if module is None or module not in installed:
+        raise GanzooError(f"{kind} '{name}' comes from plugin '{entry.plugin}', registered in this Python process "
+                          f"only; {why}, which load plugins from installed packages (the 'ganzoo' entry-point "
+                          "group): install it (pip install -e <its project>), or run one cell at a time here")
 
 
 def variant(name: str) -> VariantSpec:

@@ -331,3 +331,31 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_variant_registered_only_in_this_process_is_refused_for_other_processes(register_plugin, tmp_path):
+    """A notebook's own plugin object cannot reach a child process or a Ray worker: refused up front, in one
+    line that says how to fix it, instead of every cell failing with 'unknown variant'."""
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+    class NotebookPlugin:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="my-idea", description="vanilla, defined in a notebook",
+                                discriminator_loss=bce_discriminator_loss,
+                                generator_loss=non_saturating_generator_loss)]
+
+    register_plugin(NotebookPlugin(), "notebook")
+    settings = dict(out=tmp_path / "b", progress=False, variants="my-idea", seeds=[0], steps=5)
+    with pytest.raises(GanzooError) as err:
+        ganzoo.bench(**settings, jobs=2)
+    assert str(err.value).startswith("variant 'my-idea' comes from plugin 'notebook', registered in this Python "
+                                     "process only; --jobs runs cells in other processes, which load plugins from "
+                                     "installed packages")
+    assert not (tmp_path / "b").exists()
+    if importlib.util.find_spec("ray") is not None:
+        with pytest.raises(GanzooError, match="'my-idea' .* only; Ray runs cells in other processes"):
+            ganzoo.bench(**settings, executor=make_executor("ray"))
+    assert ganzoo.bench(**settings).set_index("variant").loc["my-idea", "status"] == "1 ok"  # one at a time: fine
