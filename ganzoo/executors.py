@@ -134,14 +134,16 @@ def _run_in_children(jobs: list[Job], limit: int, bar) -> Iterator[tuple[Job, di
             while pending and len(running) < limit:
                 job = pending.pop(0)
                 receive, send = context.Pipe(duplex=False)
+                # not daemonic: a daemon may not start processes of its own (DataLoader workers, compile pools)
                 process = context.Process(target=_child, args=(job.fn, job.kwargs, threads, os.getpid(), send),
-                                          name=f"ganzoo {job.label}", daemon=True)
+                                          name=f"ganzoo {job.label}")
                 process.start()
                 send.close()  # the child holds the only sending end: EOF here means it is gone
                 running[receive] = (process, job)
-            bar.set_postfix_str(f"{len(running)} running: " + ", ".join(j.label for _, j in running.values()))
+            _show(bar, running)
             for receive in wait(list(running)):
                 process, job = running.pop(receive)
+                _show(bar, running)
                 try:
                     outcome, value = receive.recv()
                 except (EOFError, OSError):  # died before it could answer
@@ -160,6 +162,12 @@ def _run_in_children(jobs: list[Job], limit: int, bar) -> Iterator[tuple[Job, di
             process.kill()
         for process, _ in running.values():
             process.join()
+
+
+def _show(bar, running: dict) -> None:
+    """The jobs in flight, on the grid's progress bar."""
+    labels = [job.label for _, job in running.values()]
+    bar.set_postfix_str(f"{len(labels)} running: {', '.join(labels)}" if labels else "")
 
 
 def _child(fn: Callable[..., dict], kwargs: dict, threads: int, parent: int, send) -> None:
