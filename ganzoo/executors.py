@@ -61,7 +61,8 @@ from .errors import GanzooError
 from .files import atomic_write
 from .runs import RUN_FILES
 
-EXECUTORS = ("local", "ray")
+# each executor and the options it takes
+OPTIONS = {"local": {"jobs"}, "ray": {"address", "gpus_per_run", "cpus_per_run", "max_retries"}}
 RAY_MISSING = "the Ray executor needs Ray: pip install 'ganzoo[ray]'"
 
 
@@ -77,19 +78,19 @@ class Job:
     folder: Optional[str] = None  # the run folder it writes, relative to the report folder; kwargs["out"] is that
 
 
-OPTIONS = {"local": {"jobs"}, "ray": {"address", "gpus_per_run", "cpus_per_run", "max_retries"}}
-
-
 def make_executor(name: str = "local", **options: Any):
     """`local` (option: jobs) or `ray` (address, gpus_per_run, cpus_per_run, max_retries); None means default."""
     options = {k: v for k, v in options.items() if v is not None}
     if name not in OPTIONS:
-        raise GanzooError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+        raise GanzooError(f"unknown executor {name!r}; available: {', '.join(OPTIONS)}")
     foreign = sorted(set(options) - OPTIONS[name])
     if foreign:
         given = ", ".join("--" + {"address": "ray-address"}.get(k, k.replace("_", "-")) for k in foreign)
-        other = next(n for n in OPTIONS if n != name)
-        raise GanzooError(f"{given}: only with --executor {other}")
+        owner = next((n for n, known in OPTIONS.items() if foreign[0] in known), None)
+        if owner is None:
+            raise GanzooError(f"unknown executor option(s) {', '.join(foreign)}; "
+                              f"{name} takes {', '.join(sorted(OPTIONS[name]))}")
+        raise GanzooError(f"{given}: only with --executor {owner}")
     return LocalExecutor(**options) if name == "local" else RayExecutor(**options)
 
 

@@ -69,23 +69,32 @@ def test_ray_executor_gives_the_local_leaderboard_and_store(tiny_config, local_b
     code, stdout, err = cli("bench", "--config", tiny_config, "--out", out, "--executor", "ray", "--quiet")
     assert code == 0, err
     assert "| vanilla" in stdout
-    board = ganzoo.leaderboard(out)
-    pd.testing.assert_frame_equal(board[["variant"] + METRICS], local[["variant"] + METRICS], check_exact=True)
-    # The store itself is the same, record for record, up to timings and the report folder's own path.
-    ray_records, local_records = _records(out), _records(local_out)
-    assert ray_records.keys() == local_records.keys()
-    for key, record in ray_records.items():
-        theirs = {k: v.replace(str(local_out), str(out)) if isinstance(v, str) else v
-                  for k, v in local_records[key].items() if k not in TIMING}
-        assert {k: v for k, v in record.items() if k not in TIMING} == theirs, key
-    # The run folders the report reads are there, and training was bit-identical (same final weights).
-    for run in (r["run"] for r in ray_records.values() if r["kind"] == "run"):
+    runs = _assert_same_results(out, local_board)
+    for run in runs:  # the run folders the report reads are there
         for name in ("config.json", "run.json", "log.csv", "eval.csv", "checkpoint.pt", "samples.png"):
             assert (out / run / name).is_file(), (run, name)
-        ours, theirs = (checkpoint.load(folder / run / "checkpoint.pt") for folder in (out, local_out))
-        for net in ("generator", "discriminator"):
-            assert all(torch.equal(ours[net][k], theirs[net][k]) for k in theirs[net]), (run, net)
     assert (out / "samples.png").is_file() and (out / "curves.png").is_file()
+
+
+def _assert_same_results(out: Path, local_board) -> list[str]:
+    """`out` holds what the one-process, one-thread run (local_board) holds: the same leaderboard, the same store
+    record for record (up to timings and the report folder's own path), and bit-identical trained weights.
+    Returns the run folders."""
+    local_out, local = local_board
+    board = ganzoo.leaderboard(out)
+    pd.testing.assert_frame_equal(board[["variant"] + METRICS], local[["variant"] + METRICS], check_exact=True)
+    ours, theirs = _records(out), _records(local_out)
+    assert ours.keys() == theirs.keys()
+    for key, record in ours.items():
+        expected = {k: v.replace(str(local_out), str(out)) if isinstance(v, str) else v
+                    for k, v in theirs[key].items() if k not in TIMING}
+        assert {k: v for k, v in record.items() if k not in TIMING} == expected, key
+    runs = [r["run"] for r in ours.values() if r["kind"] == "run"]
+    for run in runs:
+        mine, reference = (checkpoint.load(folder / run / "checkpoint.pt") for folder in (out, local_out))
+        for net in ("generator", "discriminator"):
+            assert all(torch.equal(mine[net][k], reference[net][k]) for k in reference[net]), (run, net)
+    return runs
 
 
 # A variant whose worker process dies mid-task (SIGKILL, as when the OOM killer strikes or a node is lost).
@@ -233,22 +242,10 @@ def test_a_worker_that_cannot_see_the_report_folder_sends_the_run_back(tmp_path,
 def test_jobs_give_the_one_thread_leaderboard(tiny_config, local_board, tmp_path):
     """Two cells at once in child processes on one thread each: the same store and weights, bit for bit, as one
     cell after another on one thread."""
-    local_out, local = local_board
     out = tmp_path / "jobs"
     done = run_ganzoo("bench", "--config", tiny_config, "--out", out, "--jobs", "2", env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
-    board = ganzoo.leaderboard(out)
-    pd.testing.assert_frame_equal(board[["variant"] + METRICS], local[["variant"] + METRICS], check_exact=True)
-    ours, theirs = _records(out), _records(local_out)
-    assert ours.keys() == theirs.keys()
-    for key, record in ours.items():
-        expected = {k: v.replace(str(local_out), str(out)) if isinstance(v, str) else v
-                    for k, v in theirs[key].items() if k not in TIMING}
-        assert {k: v for k, v in record.items() if k not in TIMING} == expected, key
-    for run in (r["run"] for r in ours.values() if r["kind"] == "run"):
-        mine, reference = (checkpoint.load(folder / run / "checkpoint.pt") for folder in (out, local_out))
-        for net in ("generator", "discriminator"):
-            assert all(torch.equal(mine[net][k], reference[net][k]) for k in reference[net]), (run, net)
+    assert len(_assert_same_results(out, local_board)) == 2
 
 
 def test_a_killed_child_is_recorded_failed_and_a_rerun_resumes_it(tiny_config, crashing_plugin, local_board,
