@@ -6,6 +6,7 @@ and prints. Bad input raises GanzooError, which main() prints as one line with e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -52,7 +53,11 @@ def run_list(args) -> int:
     kinds = {kind: registry.entries(kind) for kind in registry.KINDS}
     if args.json:
         print(json.dumps({kind: [{"name": n, "description": e.spec.description, "paper": _paper(e.spec),
-                                  "plugin": e.plugin, "provided_by": e.origin} for n, e in found.items()]
+                                  "plugin": e.plugin, "provided_by": e.origin,
+                                  **({"recipe": dataclasses.asdict(e.spec.recipe)} if kind == "variant" else {}),
+                                  "options": {k: {"default": o.default, "help": o.help}
+                                              for k, o in (getattr(e.spec, "options", None) or {}).items()}}
+                                 for n, e in found.items()]
                           for kind, found in kinds.items()}, indent=2))
         return 0
     for kind, found in kinds.items():
@@ -64,8 +69,19 @@ def run_list(args) -> int:
             print(f"  {name:<{width}}  {entry.spec.description}  [{entry.origin}]")
             if _paper(entry.spec):
                 print(f"  {'':<{width}}  paper: {_paper(entry.spec)}")
+            if kind == "variant":
+                print(f"  {'':<{width}}  recipe: {recipe_text(entry.spec.recipe)}")
+            for option, declared in (getattr(entry.spec, "options", None) or {}).items():
+                print(f"  {'':<{width}}  option {option}={declared.default!r}: {declared.help}")
         print()
     return 0
+
+
+def recipe_text(recipe) -> str:
+    """'5 critic steps, adam lr 0.0001 betas (0.0, 0.9)': a recipe (specs.Recipe, or a run's config) in words."""
+    betas = f" betas ({recipe.betas[0]:g}, {recipe.betas[1]:g})" if recipe.betas is not None else ""
+    steps = f"{recipe.d_steps} critic steps" if recipe.d_steps != 1 else "1 D step"
+    return f"{steps}, {recipe.optimizer} lr {recipe.lr:g}{betas}"
 
 
 def _paper(spec) -> str:
@@ -77,6 +93,12 @@ def run_plugins(args) -> int:
     from . import registry
     from .plugins import failed_plugins, loaded_plugins
 
+    problems = []
+    for kind in registry.KINDS:  # first: a plugin whose hook fails is listed below with those that did not load
+        try:
+            registry.entries(kind)
+        except GanzooError as exc:
+            problems.append(str(exc))
     loaded = loaded_plugins()
     width = max((len(info.name) for info, _ in loaded), default=0)
     print("loaded plugins:")
@@ -87,12 +109,6 @@ def run_plugins(args) -> int:
         print("\nfailed plugins:")
         for info in failed:
             print(f"  {info.name}  {info.origin}  {info.module}: {info.error}")
-    problems = []
-    for kind in registry.KINDS:
-        try:
-            registry.entries(kind)
-        except GanzooError as exc:
-            problems.append(str(exc))
     if problems:
         print("\nregistry problems:")
         for problem in problems:
@@ -115,10 +131,16 @@ def _add_train(p):
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim, help=f"default {d.latent_dim}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate for both nets (default {d.lr})")
-    p.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"),
-                   help=f"Adam betas (default {d.betas[0]} {d.betas[1]})")
-    p.add_argument("--d-steps", type=int, default=d.d_steps, help="discriminator steps per generator step")
+    recipe = p.add_argument_group("recipe (default: the variant's own, shown by `ganzoo list`; the reference "
+                                  "recipe is 1 D step, adam lr 0.0002 betas (0.5, 0.999))")
+    recipe.add_argument("--d-steps", type=int, default=None, help="discriminator (critic) steps per generator step")
+    recipe.add_argument("--optimizer", default=None, help="adam or rmsprop, for both networks")
+    recipe.add_argument("--lr", type=float, default=None, help="learning rate for both networks")
+    recipe.add_argument("--betas", type=float, nargs=2, default=None, metavar=("B1", "B2"), help="Adam's betas")
+    p.add_argument("--variant-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="variant option, repeatable, e.g. --variant-option gamma=1 for r1 (`ganzoo list` shows them)")
+    p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture option, repeatable")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -156,9 +178,11 @@ def run_train(args) -> int:
 
     config = TrainConfig(variant=args.variant, arch=args.arch, dataset=args.dataset, steps=args.steps,
                          seed=args.seed, batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr,
-                         betas=tuple(args.betas), d_steps=args.d_steps, device=args.device,
-                         checkpoint_every=args.checkpoint_every, data_root=args.data_root,
+                         betas=args.betas and tuple(args.betas), d_steps=args.d_steps, optimizer=args.optimizer,
+                         device=args.device, checkpoint_every=args.checkpoint_every, data_root=args.data_root,
                          download=args.download, dataset_options=parse_options(args.dataset_option),
+                         variant_options=parse_options(args.variant_option, "--variant-option"),
+                         arch_options=parse_options(args.arch_option, "--arch-option"),
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          precision=args.precision, adam=args.adam, compile=args.compile,
@@ -170,6 +194,8 @@ def run_train(args) -> int:
           f"d_loss {final.get('d_loss', float('nan')):.4f}  g_loss {final.get('g_loss', float('nan')):.4f}  "
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
+    print(f"recipe: {recipe_text(run.config)}"
+          + "".join(f", {k}={v}" for k, v in run.config.variant_options.items()))
     print(f"samples: {run.grid}")
     if s.get("best_fid") is not None:
         print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "
@@ -177,15 +203,15 @@ def run_train(args) -> int:
     return 0
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
+def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str, str]:
     """["folder=img", "size=64"] -> {"folder": "img", "size": "64"}; a repeated key is a mistake, not an override."""
     options: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise GanzooError(f"--dataset-option expects KEY=VALUE, got {pair!r}")
+            raise GanzooError(f"{flag} expects KEY=VALUE, got {pair!r}")
         if key.strip() in options:
-            raise GanzooError(f"--dataset-option {key.strip()} given twice")
+            raise GanzooError(f"{flag} {key.strip()} given twice")
         options[key.strip()] = value
     return options
 

@@ -20,30 +20,46 @@ OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
                       "adam", "compile", "channels_last", "threads"}
 # Identity fields added after runs already existed: left out of the identity while at their default, so that
 # those runs keep their keys (bench names run folders and result rows by key).
-LATE_IDENTITY_DEFAULTS = {"precision": "fp32"}
+LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {}}
+# The fields a variant's recipe fills in when the user leaves them at None (specs.Recipe).
+RECIPE_FIELDS = ("d_steps", "optimizer", "lr", "betas")
+OPTIMIZERS = ("adam", "rmsprop")
 
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("fused", "foreach", "for-loop")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def normalize_dataset_options(options: Any) -> dict[str, str]:
-    """Dataset options as the command line gives them: string keys and string values (so that
+def normalize_options(options: Any, kind: str = "dataset") -> dict[str, str]:
+    """Plugin options as the command line gives them: string keys and string values (so that
     ``{"size": 64}`` from Python and ``--dataset-option size=64`` are the same run)."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise GanzooError(f"dataset options must be a mapping of name to value, got {type(options).__name__}")
+        raise GanzooError(f"{kind} options must be a mapping of name to value, got {type(options).__name__}")
     out = {}
     for key, value in options.items():
         if not isinstance(key, str) or not key.strip() or "=" in key:
-            raise GanzooError(f"dataset option name {key!r} must be a non-empty string without '='")
+            raise GanzooError(f"{kind} option name {key!r} must be a non-empty string without '='")
         if isinstance(value, bool):
             value = "true" if value else "false"
         elif not isinstance(value, (str, int, float)):
-            raise GanzooError(f"dataset option {key} must be a string or number, got {type(value).__name__}")
+            raise GanzooError(f"{kind} option {key} must be a string or number, got {type(value).__name__}")
         out[key.strip()] = str(value)
     return dict(sorted(out.items()))
+
+
+def normalize_dataset_options(options: Any) -> dict[str, str]:
+    return normalize_options(options, "dataset")
+
+
+def _typed_options(options: Any, kind: str) -> dict[str, Any]:
+    """Variant and architecture options: kept as given (the plugin's declared types parse strings; a resolved
+    config holds the parsed values, so ``gamma=10`` and ``gamma=10.0`` name the same run)."""
+    if options is None:
+        return {}
+    normalize_options(options, kind)  # the same checks on names and value types
+    return {k.strip(): v for k, v in sorted(options.items())}
 
 
 @dataclass(frozen=True)
@@ -55,14 +71,19 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 64
     latent_dim: int = 100
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    d_steps: int = 1  # discriminator steps per generator step
+    # The recipe: None takes the variant's own (specs.Recipe; the reference recipe is one discriminator step,
+    # Adam lr 2e-4 betas (0.5, 0.999)). training.resolve() fills them in; a run's config.json holds the values used.
+    d_steps: Optional[int] = None  # discriminator (critic) steps per generator step
+    optimizer: Optional[str] = None  # "adam" or "rmsprop", for both networks
+    lr: Optional[float] = None
+    betas: Optional[tuple[float, float]] = None  # Adam's; None with rmsprop
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     checkpoint_every: int = 500  # steps between checkpoints (the final step is always saved)
     data_root: Optional[str] = None
     download: bool = False  # let a dataset plugin fetch missing files (needs a network)
     dataset_options: dict = field(default_factory=dict)  # --dataset-option key=value; part of the identity
+    variant_options: dict = field(default_factory=dict)  # --variant-option key=value; part of the identity
+    arch_options: dict = field(default_factory=dict)  # --arch-option key=value; part of the identity
     extra: dict = field(default_factory=dict)  # free-form settings a plugin may read; part of the identity
     eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
     eval_samples: int = 5000  # generated images per evaluation during training
@@ -78,18 +99,29 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "latent_dim", "d_steps", "checkpoint_every"):
             value = getattr(self, name)
+            if value is None and name in RECIPE_FIELDS:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise GanzooError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise GanzooError(f"lr must be a positive number, got {self.lr!r}")
-        betas = tuple(self.betas)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise GanzooError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        object.__setattr__(self, "lr", float(self.lr))
+        if self.lr is not None:
+            if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0):
+                raise GanzooError(f"lr must be a positive number, got {self.lr!r}")
+            object.__setattr__(self, "lr", float(self.lr))
+        if self.betas is not None:
+            betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+            if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                          for b in betas):
+                raise GanzooError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+            object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise GanzooError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.optimizer == "rmsprop" and self.betas is not None:
+            raise GanzooError("betas are Adam's; optimizer rmsprop takes none (leave --betas out)")
         object.__setattr__(self, "dataset_options", normalize_dataset_options(self.dataset_options))
+        object.__setattr__(self, "variant_options", _typed_options(self.variant_options, "variant"))
+        object.__setattr__(self, "arch_options", _typed_options(self.arch_options, "architecture"))
         if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
             raise GanzooError(f"eval-every must be a non-negative integer (0: off), got {self.eval_every!r}")
         if not isinstance(self.eval_samples, int) or isinstance(self.eval_samples, bool) or self.eval_samples < 2:
@@ -106,7 +138,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        d["betas"] = None if self.betas is None else list(self.betas)
         return d
 
     @classmethod
@@ -115,7 +147,12 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise GanzooError(f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{k: (tuple(v) if k == "betas" else v) for k, v in d.items()})
+        return cls(**{k: (tuple(v) if k == "betas" and isinstance(v, list) else v) for k, v in d.items()})
+
+    def unresolved(self) -> list[str]:
+        """Recipe fields still left to the variant (training.resolve fills them in)."""
+        return [name for name in RECIPE_FIELDS if getattr(self, name) is None
+                and not (name == "betas" and self.optimizer == "rmsprop")]
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in self.to_dict().items()

@@ -38,6 +38,7 @@ class PluginInfo:
 
 _manager: Optional[pluggy.PluginManager] = None
 _infos: dict[str, PluginInfo] = {}
+_hook_failures: dict[str, str] = {}  # plugin name -> why one of its hooks was left out (see record_failure)
 
 
 def _blocked_names() -> set[str]:
@@ -83,6 +84,15 @@ def _drop_plugins_with_unknown_hooks(pm: pluggy.PluginManager) -> None:
             print(f"ganzoo: warning: plugin '{name}' ({old.origin}) was skipped: {reason}", file=sys.stderr)
 
 
+def record_failure(name: str, reason: str) -> None:
+    """A loaded plugin whose hook failed (raised, returned something malformed): warn once, and list it as
+    failed in `ganzoo plugins`; the registry leaves that hook's contributions out and the rest keeps working."""
+    if _hook_failures.get(name) == reason:
+        return
+    _hook_failures[name] = reason
+    print(f"ganzoo: warning: plugin '{name}' ({plugin_info(name).origin}) was skipped: {reason}", file=sys.stderr)
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, built on first use."""
     global _manager
@@ -101,8 +111,14 @@ def plugin_info(name: str) -> PluginInfo:
 
 
 def failed_plugins() -> list[PluginInfo]:
-    get_plugin_manager()
-    return [info for info in _infos.values() if info.error]
+    """Plugins that failed to load, and loaded ones whose hook failed (while they are still registered)."""
+    pm = get_plugin_manager()
+    failed = [info for info in _infos.values() if info.error]
+    for name, reason in _hook_failures.items():
+        if pm.get_plugin(name) is not None:
+            info = plugin_info(name)
+            failed.append(PluginInfo(info.name, info.module, info.distribution, info.version, error=reason))
+    return failed
 
 
 def loaded_plugins() -> list[tuple[PluginInfo, list[str]]]:

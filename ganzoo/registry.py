@@ -1,15 +1,17 @@
 """Look things up by name across every plugin, with errors that say what exists and where it came from."""
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, Generic, Mapping, Optional, TypeVar
 
-from .config import normalize_dataset_options
+from .config import normalize_options
 from .errors import GanzooError
-from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info
-from .specs import ArchitectureSpec, DatasetSpec, ExtractorSpec, VariantSpec
+from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info, record_failure
+from .specs import STEP_ARGUMENTS, ArchitectureSpec, DatasetSpec, ExtractorSpec, Option, Penalty, Recipe, VariantSpec
 
 T = TypeVar("T")
 
@@ -38,29 +40,21 @@ def register_kind(kind: str, hook_name: str, spec_class: type) -> None:
 def entries(kind: str) -> dict[str, Entry[Any]]:
     """Every registered spec of one kind, keyed by name.
 
-    Each hook implementation is called on its own so that every spec is attributed to its plugin; a
-    malformed spec or a name claimed twice is an error naming the plugins involved.
+    Each hook implementation is called on its own so that every spec is attributed to its plugin. A plugin
+    whose hook raises or returns something malformed is reported by name (a warning on stderr, and in
+    `ganzoo plugins`) and left out, like one that fails to import: the other plugins keep working. A name
+    claimed twice is an error naming both plugins.
     """
     hook_name, spec_class = KINDS[kind]
     pm = get_plugin_manager()
     found: dict[str, Entry[Any]] = {}
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         info = plugin_info(impl.plugin_name)
-        where = f"plugin '{impl.plugin_name}' ({info.origin})"
-        try:
-            specs = impl.function()
-        except Exception as exc:  # noqa: BLE001 - third-party code
-            raise GanzooError(f"{where} raised in {hook_name}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(specs, (list, tuple)):
-            raise GanzooError(f"{where}: {hook_name} must return a list of {spec_class.__name__}, "
-                              f"got {type(specs).__name__}")
+        specs, problem = _call_hook(impl, hook_name, spec_class)
+        if problem:
+            record_failure(impl.plugin_name, f"{hook_name} {problem}")
+            continue
         for spec in specs:
-            if not isinstance(spec, spec_class):
-                raise GanzooError(f"{where}: {hook_name} returned a malformed spec "
-                                  f"({type(spec).__name__}, expected {spec_class.__name__})")
-            problem = _spec_problem(spec)
-            if problem:
-                raise GanzooError(f"{where}: {hook_name} returned a malformed spec: {problem}")
             if spec.name in found:
                 other = found[spec.name]
                 raise GanzooError(
@@ -71,6 +65,27 @@ def entries(kind: str) -> dict[str, Entry[Any]]:
     return dict(sorted(found.items()))
 
 
+def _call_hook(impl, hook_name: str, spec_class: type) -> tuple[list, str]:
+    """One plugin's specs of one kind, or what is wrong with them (a one-line reason)."""
+    try:
+        specs = impl.function()
+    except Exception as exc:  # noqa: BLE001 - third-party code
+        return [], f"raised {type(exc).__name__}: {exc}".splitlines()[0]
+    if not isinstance(specs, (list, tuple)):
+        return [], f"must return a list of {spec_class.__name__}, got {type(specs).__name__}"
+    for spec in specs:
+        if not isinstance(spec, spec_class):
+            return [], f"returned a malformed spec ({type(spec).__name__}, expected {spec_class.__name__})"
+        problem = _spec_problem(spec)
+        if problem:
+            return [], f"returned a malformed spec: {problem}"
+    return list(specs), ""
+
+
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_COLUMNS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "time_s"}
+
+
 def _spec_problem(spec: Any) -> str:
     name = getattr(spec, "name", None)
     if not isinstance(name, str) or not name or name != name.strip() or " " in name:
@@ -78,18 +93,83 @@ def _spec_problem(spec: Any) -> str:
     if not isinstance(getattr(spec, "description", None), str):
         return f"'{name}' has no description string"
     for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load",
-                 "configure", "prepare"):
+                 "configure", "prepare", "after_discriminator_step", "after_generator_step"):
         if getattr(spec, attr, None) is not None and not callable(getattr(spec, attr)):
             return f"'{name}'.{attr} is not callable"
+    options = getattr(spec, "options", None) or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, Option)
+                                                for k, v in options.items()):
+        return f"'{name}'.options must map option names to ganzoo.specs.Option"
+    bad = [k for k, o in options.items() if not isinstance(o.default, (bool, int, float, str))]
+    if bad:
+        return f"'{name}' option {bad[0]}: its default must be a bool, int, float or string"
+    if options and getattr(spec, "configure", None) is None:
+        return f"'{name}' declares options but no configure to apply them"
+    return _variant_problem(spec) if isinstance(spec, VariantSpec) else ""
+
+
+def _variant_problem(spec: VariantSpec) -> str:
+    name = spec.name
+    if not isinstance(spec.recipe, Recipe):
+        return f"'{name}'.recipe must be a ganzoo.specs.Recipe"
+    try:
+        from .config import TrainConfig
+
+        r = spec.recipe
+        TrainConfig(d_steps=r.d_steps, optimizer=r.optimizer, lr=r.lr, betas=r.betas)
+    except GanzooError as exc:
+        return f"'{name}'.recipe: {exc}"
+    if r.optimizer == "adam" and r.betas is None:
+        return f"'{name}'.recipe: adam needs betas"
+    if not isinstance(spec.penalties, tuple) or not all(isinstance(p, Penalty) for p in spec.penalties):
+        return f"'{name}'.penalties must be a tuple of ganzoo.specs.Penalty"
+    seen = set()
+    for penalty in spec.penalties:
+        if not isinstance(penalty.name, str) or not COLUMN_NAME.match(penalty.name) \
+                or penalty.name in RESERVED_COLUMNS or penalty.name in seen:
+            return (f"'{name}' penalty name {penalty.name!r} must be a new log column name "
+                    "(lowercase letters, digits, underscores)")
+        seen.add(penalty.name)
+        if not isinstance(penalty.every, int) or isinstance(penalty.every, bool) or penalty.every < 1:
+            return f"'{name}' penalty {penalty.name}: every must be a positive integer, got {penalty.every!r}"
+        if not isinstance(penalty.weight, (int, float)) or isinstance(penalty.weight, bool):
+            return f"'{name}' penalty {penalty.name}: weight must be a number, got {penalty.weight!r}"
+    for what, fn in [(f"penalty {p.name}", p.compute) for p in spec.penalties] + [
+            ("after_discriminator_step", spec.after_discriminator_step),
+            ("after_generator_step", spec.after_generator_step)]:
+        if fn is None:
+            continue
+        if not callable(fn):
+            return f"'{name}' {what} is not callable"
+        unknown = sorted(set(declared_arguments(fn)) - set(STEP_ARGUMENTS))
+        if unknown:
+            return (f"'{name}' {what} asks for {', '.join(unknown)}; it may declare any of "
+                    f"{', '.join(STEP_ARGUMENTS)}")
     return ""
+
+
+def declared_arguments(fn) -> tuple[str, ...]:
+    """The step arguments a penalty or hook receives: the names of its parameters (all of them with **kwargs).
+    A parameter with a default that is no step argument is the plugin's own (a value bound with
+    functools.partial, say) and is left alone."""
+    parameters = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return tuple(STEP_ARGUMENTS)
+    return tuple(p.name for p in parameters
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                 and (p.default is inspect.Parameter.empty or p.name in STEP_ARGUMENTS))
 
 
 def get(kind: str, name: str) -> Entry[Any]:
     """One spec by name; an unknown name lists what is available and which package provides each."""
     available = entries(kind)
     if name not in available:
+        from .plugins import failed_plugins
+
         listing = ", ".join(f"{n} ({e.origin.split(' ')[0]})" for n, e in available.items()) or "none"
-        raise GanzooError(f"unknown {kind} '{name}'; available: {listing}")
+        failed = "; ".join(f"{p.name}: {p.error}" for p in failed_plugins())
+        raise GanzooError(f"unknown {kind} '{name}'; available: {listing}"
+                          + (f" (plugins that failed: {failed})" if failed else ""))
     return available[name]
 
 
@@ -108,31 +188,88 @@ def require_installed(kind: str, name: str, why: str) -> None:
                           "group): install it (pip install -e <its project>), or run one cell at a time here")
 
 
-def variant(name: str) -> VariantSpec:
-    return get("variant", name).spec
+def variant(name: str, options: Optional[Mapping[str, Any]] = None) -> VariantSpec:
+    """A variant spec configured with its options (TrainConfig.variant_options / --variant-option)."""
+    return configure("variant", get("variant", name).spec, options)
 
 
-def architecture(name: str) -> ArchitectureSpec:
-    return get("architecture", name).spec
+def architecture(name: str, options: Optional[Mapping[str, Any]] = None) -> ArchitectureSpec:
+    """An architecture spec configured with its options (TrainConfig.arch_options / --arch-option)."""
+    return configure("architecture", get("architecture", name).spec, options)
 
 
 def dataset(name: str, options: Optional[Mapping[str, Any]] = None) -> DatasetSpec:
     """A dataset spec configured with its options (TrainConfig.dataset_options / --dataset-option)."""
-    return configure_dataset(get("dataset", name).spec, options)
+    return configure("dataset", get("dataset", name).spec, options)
 
 
 def configure_dataset(spec: DatasetSpec, options: Optional[Mapping[str, Any]] = None) -> DatasetSpec:
-    """The one way options reach a dataset: its `configure` returns the spec those options describe."""
-    options = normalize_dataset_options(options)
+    return configure("dataset", spec, options)
+
+
+def configure(kind: str, spec: Any, options: Optional[Mapping[str, Any]] = None) -> Any:
+    """The one way options reach a plugin, whatever its kind: its `configure` returns the spec they describe.
+
+    A spec that declares `options` gets them checked by name and parsed to the type of each default, with the
+    defaults filled in; one that does not (a dataset written before declarations) gets the strings as given.
+    """
     if spec.configure is None:
-        if options:
-            raise GanzooError(f"dataset '{spec.name}' takes no options, got {', '.join(sorted(options))}")
+        option_values(kind, spec, options)  # refuses options given to a plugin that takes none
         return spec
-    configured = spec.configure(dict(options))
-    if not isinstance(configured, DatasetSpec) or configured.name != spec.name:
-        raise GanzooError(f"dataset '{spec.name}': configure must return a DatasetSpec named '{spec.name}', "
-                          f"got {type(configured).__name__} {getattr(configured, 'name', '')!r}")
+    configured = spec.configure(option_values(kind, spec, options))
+    spec_class = KINDS[kind][1]
+    if not isinstance(configured, spec_class) or configured.name != spec.name:
+        raise GanzooError(f"{kind} '{spec.name}': configure must return a {spec_class.__name__} named "
+                          f"'{spec.name}', got {type(configured).__name__} {getattr(configured, 'name', '')!r}")
     problem = _spec_problem(configured)
     if problem:
-        raise GanzooError(f"dataset '{spec.name}': configure returned a malformed spec: {problem}")
+        raise GanzooError(f"{kind} '{spec.name}': configure returned a malformed spec: {problem}")
     return configured
+
+
+def option_values(kind: str, spec: Any, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """What `configure` receives: parsed, defaults filled in, when the spec declares its options; else the
+    strings as given. Run configs store these, so that equal values name the same run however they were typed."""
+    given = normalize_options(options, kind)
+    if spec.configure is None:
+        if given:
+            raise GanzooError(f"{kind} '{spec.name}' takes no options, got {', '.join(sorted(given))}")
+        return {}
+    declared = getattr(spec, "options", None) or {}
+    return parse_options(kind, spec.name, declared, options or {}) if declared else given
+
+
+def parse_options(kind: str, name: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared options with the given values parsed to their defaults' types (strings from the command line,
+    numbers and booleans from Python or TOML); every declared option is in the result."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        listing = ", ".join(f"{k} (default {o.default!r})" for k, o in declared.items())
+        raise GanzooError(f"{kind} '{name}' has no option {', '.join(unknown)}; its options: {listing}")
+    values = {k: o.default for k, o in declared.items()}
+    for key, raw in given.items():
+        values[key] = _parse_value(raw, type(declared[key].default), f"{kind} '{name}' option {key}")
+    return dict(sorted(values.items()))
+
+
+def _parse_value(raw: Any, kind: type, where: str) -> Any:
+    text = str(raw).strip()
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise GanzooError(f"{where} must be true or false, got {raw!r}")
+    if kind is str:
+        return text if isinstance(raw, str) else str(raw)
+    if isinstance(raw, bool):
+        raise GanzooError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {raw!r}")
+    try:
+        value = kind(text) if kind is int else float(text)
+    except ValueError:
+        raise GanzooError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if kind is float and value != value or value in (float("inf"), float("-inf")):
+        raise GanzooError(f"{where} must be a finite number, got {raw!r}")
+    return value

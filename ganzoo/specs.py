@@ -6,7 +6,7 @@ to know about a variant, an architecture or a dataset is here, so the core never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -24,10 +24,72 @@ class DiscriminatorOutput:
 DiscriminatorLoss = Callable[[DiscriminatorOutput, DiscriminatorOutput], torch.Tensor]
 GeneratorLoss = Callable[[DiscriminatorOutput, Optional[DiscriminatorOutput]], torch.Tensor]
 
+# What the training loop offers a penalty or a hook, by argument name; each receives only the names it declares
+# (compare_gan's convention), so a penalty on real images alone says `def r1(discriminate, real_images)`.
+STEP_ARGUMENTS = {
+    "discriminate": "images -> DiscriminatorOutput, differentiable with respect to the images (create_graph works)",
+    "discriminator": "the discriminator nn.Module (its weights: clipping, norms)",
+    "generator": "the generator nn.Module",
+    "real_images": "this discriminator step's real batch, float in [-1, 1]",
+    "fake_images": "this discriminator step's generated batch (detached from the generator)",
+    "real": "DiscriminatorOutput of the real batch in this discriminator step",
+    "fake": "DiscriminatorOutput of the generated batch in this discriminator step",
+    "step": "generator steps completed before this one (0-based)",
+    "d_step": "discriminator steps completed before this one (0-based; d_steps per generator step)",
+    "rng": "the run's torch.Generator on the training device (checkpointed: draws from it resume exactly)",
+}
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """A regulariser added to the discriminator's loss: weight * compute(**declared arguments).
+
+    `compute` names the STEP_ARGUMENTS it needs and returns a scalar tensor; it is logged unweighted in its own
+    log.csv column, `name`. With every=k it is applied only on discriminator steps whose d_step is a multiple
+    of k, multiplied by k so that its average strength is unchanged (lazy regularisation, StyleGAN2).
+    """
+
+    name: str  # a log.csv column: lowercase letters, digits and underscores
+    compute: Callable[..., torch.Tensor]
+    weight: float = 1.0
+    every: int = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a variant is trained when the user does not say otherwise (the reference recipe by default).
+
+    The optimizer is used for both networks: "adam" (lr, betas) or "rmsprop" (lr; betas must be None).
+    `ganzoo train --lr/--betas/--d-steps/--optimizer` (or a bench's [train] table) override single fields.
+    """
+
+    d_steps: int = 1  # discriminator (critic) steps per generator step
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    betas: Optional[tuple[float, float]] = (0.5, 0.999)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a plugin takes (``--variant-option name=value``): its default, which also fixes its type
+    (bool, int, float or str), and a line of help. The core parses and checks the type; `configure` checks
+    the value (a range, say) and raises GanzooError with one line when it is wrong."""
+
+    default: Any
+    help: str = ""
+
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """A GAN variant: the pair of losses the shared training loop minimises."""
+    """A GAN variant: the losses the shared training loop minimises, and what else it needs around them.
+
+    Named places in the loop (training.py), each optional except the two losses:
+      discriminator step: discriminator_loss(real, fake) + sum of penalty weight * penalty, one backward pass,
+                          then after_discriminator_step(**declared STEP_ARGUMENTS) (e.g. weight clipping)
+      generator step:     generator_loss(fake, real), then after_generator_step(**declared STEP_ARGUMENTS)
+      recipe:             critic steps and optimizer, unless the user overrides a field
+      options:            ``--variant-option key=value``; `configure(values)` returns the spec they describe
+    """
 
     name: str
     description: str
@@ -38,8 +100,17 @@ class VariantSpec:
     # batch there, so the loop skips the extra real forward pass unless this is set.
     generator_needs_real: bool = False
     # How a raw score becomes "D(x)" in logs and plots: a probability for BCE-trained discriminators; the raw
-    # value for least squares, whose targets are 0 and 1 already. Either way equilibrium sits at 0.5.
+    # value for least squares (targets 0 and 1) and for critics.
     d_value: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
+    # The value d_value takes when D cannot tell real from generated (0.5 for probabilities and for least
+    # squares' 0-1 coding); None for critics, whose unbounded scores have no such value.
+    equilibrium: Optional[float] = 0.5
+    penalties: tuple[Penalty, ...] = ()
+    after_discriminator_step: Optional[Callable[..., Any]] = None
+    after_generator_step: Optional[Callable[..., Any]] = None
+    recipe: Recipe = Recipe()
+    options: dict = field(default_factory=dict)  # name -> Option
+    configure: Optional[Callable[[dict], "VariantSpec"]] = None  # typed option values -> configured spec
 
 
 @dataclass(frozen=True)
@@ -66,6 +137,8 @@ class ArchitectureSpec:
     build_discriminator: Callable[[ImageShape], nn.Module]  # (shape) -> module
     paper: str = ""
     image_sizes: tuple[int, ...] = ()  # sizes it supports; empty means any
+    options: dict = field(default_factory=dict)  # name -> Option (``--arch-option key=value``)
+    configure: Optional[Callable[[dict], "ArchitectureSpec"]] = None  # typed option values -> configured spec
 
 
 @dataclass(frozen=True)
@@ -89,6 +162,8 @@ class DatasetSpec:
     `configure`: it receives the options as a dict of strings and returns the configured DatasetSpec (same
     name; shape, classes and a load bound to those options), raising GanzooError for a bad or unknown option.
     A dataset without `configure` takes no options. Use registry.dataset(name, options) to get the result.
+    Declaring `options` (name -> Option) makes the core check names and types and hand `configure` typed
+    values with the defaults filled in, as it does for variants and architectures.
     """
 
     name: str
@@ -100,6 +175,7 @@ class DatasetSpec:
     reference_split: str = "test"
     source: str = ""  # where the data comes from (a paper, a URL, a package)
     configure: Optional[Callable[[dict], "DatasetSpec"]] = None  # options -> configured spec (see above)
+    options: dict = field(default_factory=dict)  # name -> Option (optional declaration, see above)
 
 
 # ---- feature extractors (evaluation) ----

@@ -1,8 +1,10 @@
 """The training loop: one loop for every variant and architecture, readable top to bottom.
 
-Recipe (all of it in TrainConfig): alternate d_steps discriminator steps and one generator step, Adam with
-lr 2e-4 and betas (0.5, 0.999), batch 64, standard normal latents of size 100, images scaled to [-1, 1].
-A variant plugin supplies only the two losses; an architecture plugin only the two networks.
+Reference recipe: alternate one discriminator step and one generator step, Adam with lr 2e-4 and betas
+(0.5, 0.999), batch 64, standard normal latents of size 100, images scaled to [-1, 1]. A variant may bring its
+own recipe (critic steps, optimizer; specs.Recipe), which resolve() writes into the run's config unless the user
+set a field. A variant plugin supplies the losses and, where it needs them, penalties and hooks that plug into
+named places of the loop below (specs.VariantSpec); an architecture plugin supplies only the two networks.
 Speed settings (TrainConfig precision, adam, compile, channels_last, threads) change how the steps run; only
 precision="bf16" changes what they compute beyond float rounding.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import sys
 import time
@@ -27,7 +30,8 @@ from .files import read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run)
 from .sampling import generate, save_grid
-from .specs import DiscriminatorOutput
+from .registry import declared_arguments
+from .specs import DiscriminatorOutput, Recipe, VariantSpec
 
 LOG_FLUSH_EVERY = 100  # steps between moving logged values off the device (one sync instead of one per step)
 GRID_SIZE = 64
@@ -50,17 +54,39 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         config = TrainConfig.from_dict(settings)
     elif settings:
         raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
+    config = resolve(config)
     with _cpu_threads(config.threads):
         return _train(config, out, overwrite, progress)
 
 
+def resolve(config: TrainConfig) -> TrainConfig:
+    """The config a run trains with: the variant's recipe wherever the user left a field at None, and the
+    variant's and architecture's options as their plugins parse them (defaults filled in). Its key names the
+    run; resolving a resolved config changes nothing."""
+    variant_entry, arch_entry = registry.get("variant", config.variant), registry.get("architecture", config.arch)
+    variant = registry.configure("variant", variant_entry.spec, config.variant_options)
+    registry.configure("architecture", arch_entry.spec, config.arch_options)
+    recipe = variant.recipe
+    optimizer = config.optimizer or recipe.optimizer
+    betas = config.betas
+    if optimizer == "adam" and betas is None:  # the variant's betas are for its own optimizer only
+        betas = recipe.betas if recipe.optimizer == "adam" else Recipe().betas
+    return dataclasses.replace(
+        config, optimizer=optimizer, betas=betas,
+        lr=config.lr if config.lr is not None else recipe.lr,
+        d_steps=config.d_steps if config.d_steps is not None else recipe.d_steps,
+        variant_options=registry.option_values("variant", variant_entry.spec, config.variant_options),
+        arch_options=registry.option_values("architecture", arch_entry.spec, config.arch_options))
+
+
 def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool) -> Run:
-    variant = registry.variant(config.variant)
+    variant = registry.variant(config.variant, config.variant_options)
     arch = registry.get("architecture", config.arch)
+    arch_spec = registry.configure("architecture", arch.spec, config.arch_options)
     dataset_entry = registry.get("dataset", config.dataset)
     dataset = registry.configure_dataset(dataset_entry.spec, config.dataset_options)  # options fix its shape
-    if arch.spec.image_sizes and dataset.shape.size not in arch.spec.image_sizes:
-        raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch.spec.image_sizes}, "
+    if arch_spec.image_sizes and dataset.shape.size not in arch_spec.image_sizes:
+        raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch_spec.image_sizes}, "
                           f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
@@ -77,13 +103,13 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- models and optimisers; the seed fixes their initial weights ----
     torch.manual_seed(config.seed)
-    G = arch.spec.build_generator(config.latent_dim, dataset.shape).to(device)
-    D = arch.spec.build_discriminator(dataset.shape).to(device)
+    G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
+    D = arch_spec.build_discriminator(dataset.shape).to(device)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
         G.to(memory_format=layout)
         D.to(memory_format=layout)
-    opt_g, opt_d = _adam(G, config, device), _adam(D, config, device)
+    opt_g, opt_d = _optimizer(G, config, device), _optimizer(D, config, device)
     noise = torch.Generator(device=device).manual_seed(config.seed)
 
     # ---- speed: what the steps call. G and D keep the weights (checkpoints, evaluation); torch.compile wraps
@@ -103,8 +129,13 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             "device": str(device),
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "variant": {"name": variant.name, "plugin": registry.get("variant", config.variant).plugin,
-                        "origin": registry.get("variant", config.variant).origin},
-            "arch": {"name": config.arch, "plugin": arch.plugin, "origin": arch.origin},
+                        "origin": registry.get("variant", config.variant).origin,
+                        "recipe": dataclasses.asdict(variant.recipe), "options": config.variant_options,
+                        "penalties": [{"name": p.name, "weight": p.weight, "every": p.every}
+                                      for p in variant.penalties],
+                        "equilibrium": variant.equilibrium},
+            "arch": {"name": config.arch, "plugin": arch.plugin, "origin": arch.origin,
+                     "options": config.arch_options},
             "dataset": {"name": config.dataset, "plugin": dataset_entry.plugin, "origin": dataset_entry.origin,
                         "shape": {"channels": dataset.shape.channels, "size": dataset.shape.size},
                         "num_classes": dataset.num_classes, "train_split": dataset.train_split,
@@ -119,8 +150,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         state = _resume_state(out / CHECKPOINT_FILE, existing)
         checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
         checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
-        opt_g.load_state_dict(_with_adam_kernel(state["opt_g"], config))
-        opt_d.load_state_dict(_with_adam_kernel(state["opt_d"], config))
+        opt_g.load_state_dict(_with_kernel(state["opt_g"], config))
+        opt_d.load_state_dict(_with_kernel(state["opt_d"], config))
         noise.set_state(state["noise_rng"])
         start_step, wall_before = int(state["step"]), float(state["wall_time_s"])
     else:
@@ -130,7 +161,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         from .evaluation import TrainingEvaluator
 
         evaluator = TrainingEvaluator(config, out, device, keep_until=start_step)
-    log = _LogWriter(out / LOG_FILE, keep_until=start_step)
+    log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant))
     _write_status(out, "running", start_step, config)
 
     batch_of_real_images = _EpochBatches(images, config.batch_size, config.seed, layout)
@@ -139,10 +170,19 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         with autocast():
             return G_fwd(z)
 
-    def discriminate(x: torch.Tensor) -> DiscriminatorOutput:
+    def discriminate(x: torch.Tensor, module: torch.nn.Module = D_fwd) -> DiscriminatorOutput:
         with autocast():
-            logits, features = D_fwd(x)
+            logits, features = module(x)
         return DiscriminatorOutput(logits.float(), features.float())  # losses in float32 (a no-op under fp32)
+
+    # What penalties and hooks may ask for by name (specs.STEP_ARGUMENTS). Gradient penalties differentiate
+    # through D twice, which torch.compile does not support: they get the uncompiled D (same weights).
+    step_arguments: dict[str, Any] = {"discriminate": functools.partial(discriminate, module=D),
+                                      "discriminator": D, "generator": G, "rng": noise}
+    penalties = [(penalty, _Declared(penalty.compute)) for penalty in variant.penalties]
+    after_d_step = _Declared(variant.after_discriminator_step)
+    after_g_step = _Declared(variant.after_generator_step)
+    not_applied = torch.tensor(float("nan"), device=device)  # a lazy penalty's column on the steps it skips
 
     bar = _progress_bar(config, start_step, progress)
     started = time.perf_counter()
@@ -150,76 +190,105 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     pending_times: list[float] = []
     G.train()
     D.train()
-    for step in range(start_step, config.steps):
-        if config.compile != "off":
-            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse last step's output buffers now
-        # 1) Discriminator: real batch against a generated batch, d_steps times. The last fake batch keeps
-        #    its graph so that the generator step can reuse it instead of generating again.
-        for k in range(config.d_steps):
-            real_x = batch_of_real_images(step * config.d_steps + k)
-            z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
-            last = k == config.d_steps - 1
-            with torch.set_grad_enabled(last):
-                fake_x = generate_batch(z)
-            real, fake = discriminate(real_x), discriminate(fake_x.detach())
-            d_loss = variant.discriminator_loss(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        with torch.no_grad():  # D(x) for the log, taken now: a CUDA graph may reuse its output buffer later
-            d_real = variant.d_value(real.logits.detach()).mean()
+    step = start_step
+    try:
+        for step in range(start_step, config.steps):
+            if config.compile != "off":
+                torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse last step's output buffers now
+            # 1) Discriminator: real batch against a generated batch, d_steps times. The last fake batch keeps
+            #    its graph so that the generator step can reuse it instead of generating again. The variant's
+            #    loss and its penalties make one objective and one backward pass.
+            for k in range(config.d_steps):
+                d_step = step * config.d_steps + k
+                real_x = batch_of_real_images(d_step)
+                z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
+                last = k == config.d_steps - 1
+                with torch.set_grad_enabled(last):
+                    fake_x = generate_batch(z)
+                real, fake = discriminate(real_x), discriminate(fake_x.detach())
+                d_loss = variant.discriminator_loss(real, fake)
+                step_arguments.update(real_images=real_x, fake_images=fake_x.detach(), real=real, fake=fake,
+                                      step=step, d_step=d_step)
+                penalty_values = []
+                for penalty, compute in penalties:
+                    if d_step % penalty.every:  # lazy: skipped on this step
+                        penalty_values.append(not_applied)
+                        continue
+                    value = _scalar(compute(step_arguments), f"variant '{variant.name}' penalty '{penalty.name}'")
+                    d_loss = d_loss + (penalty.weight * penalty.every) * value
+                    penalty_values.append(value.detach().float())
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                with torch.no_grad():
+                    after_d_step(step_arguments)
+            with torch.no_grad():  # D(x) for the log, taken now: a CUDA graph may reuse its output buffer later
+                d_real = variant.d_value(real.logits.detach()).mean()
 
-        # 2) Generator: score the same fake batch with the updated discriminator. D's weights are frozen here so
-        #    backward computes no gradients for them (only through them, to G).
-        D.requires_grad_(False)
-        fake = discriminate(fake_x)
-        with torch.no_grad():  # D(G(z)) for the log, by the updated D
-            d_fake = variant.d_value(fake.logits.detach()).mean()
-        real_now = None
-        if variant.generator_needs_real:
+            # 2) Generator: score the same fake batch with the updated discriminator. D's weights are frozen
+            #    here so backward computes no gradients for them (only through them, to G).
+            D.requires_grad_(False)
+            fake = discriminate(fake_x)
+            with torch.no_grad():  # D(G(z)) for the log, by the updated D
+                d_fake = variant.d_value(fake.logits.detach()).mean()
+            real_now = None
+            if variant.generator_needs_real:
+                with torch.no_grad():
+                    real_now = discriminate(real_x)
+            g_loss = variant.generator_loss(fake, real_now)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            D.requires_grad_(True)
             with torch.no_grad():
-                real_now = discriminate(real_x)
-        g_loss = variant.generator_loss(fake, real_now)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        D.requires_grad_(True)
+                after_g_step(step_arguments)
 
-        # 3) Bookkeeping, kept on the device until the next flush.
-        with torch.no_grad():
-            pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake]).float())
-        pending_times.append(wall_before + time.perf_counter() - started)
-        done = step + 1
-        evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
-        if len(pending) >= LOG_FLUSH_EVERY or done == config.steps or done % config.checkpoint_every == 0 \
-                or evaluate_now:
-            rows = torch.stack(pending).cpu()
-            first = done - len(pending) + 1  # step number of rows[0]
-            bad = _first_nonfinite(rows)
-            if bad is not None:
-                last_step = first + bad
-                log.append(first, rows[:bad + 1], pending_times[:bad + 1])
-                log.close()
-                which = [c for c, v in zip(LOG_COLUMNS[1:], rows[bad].tolist()) if not _finite(v)]
-                message = f"training diverged at step {last_step}: {', '.join(which)} not finite"
-                _write_status(out, "diverged", last_step, config, error=message)
-                bar.close()
-                raise DivergedError(f"{message}; the log up to that step is in {out / LOG_FILE}")
-            log.append(first, rows, pending_times)
-            pending, pending_times = [], []
-            bar.update(done - bar.n)
-            bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
-                            img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
-            if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
-                started += evaluator(_plain(G, config), done)  # the training clock leaves evaluation out
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                wall = wall_before + time.perf_counter() - started
-                sha = checkpoint.save(out / CHECKPOINT_FILE, {
-                    "config": config.to_dict(), "step": done, "wall_time_s": wall,
-                    "generator": G.state_dict(), "discriminator": D.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
-                })
-                _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
+            # 3) Bookkeeping, kept on the device until the next flush.
+            with torch.no_grad():
+                pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake,
+                                            *penalty_values]).float())
+            pending_times.append(wall_before + time.perf_counter() - started)
+            done = step + 1
+            evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
+            if len(pending) >= LOG_FLUSH_EVERY or done == config.steps or done % config.checkpoint_every == 0 \
+                    or evaluate_now:
+                rows = torch.stack(pending).cpu()
+                first = done - len(pending) + 1  # step number of rows[0]
+                bad = _first_nonfinite(rows[:, :4])  # a penalty that went bad makes d_loss bad too
+                if bad is not None:
+                    last_step = first + bad
+                    log.append(first, rows[:bad + 1], pending_times[:bad + 1])
+                    log.close()
+                    which = [c for c, v in zip(LOG_COLUMNS[1:5], rows[bad].tolist()) if not _finite(v)]
+                    message = f"training diverged at step {last_step}: {', '.join(which)} not finite"
+                    _write_status(out, "diverged", last_step, config, error=message)
+                    bar.close()
+                    raise DivergedError(f"{message}; the log up to that step is in {out / LOG_FILE}")
+                log.append(first, rows, pending_times)
+                pending, pending_times = [], []
+                bar.update(done - bar.n)
+                bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
+                                img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
+                if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
+                    started += evaluator(_plain(G, config), done)  # the training clock leaves evaluation out
+                if done % config.checkpoint_every == 0 or done == config.steps:
+                    wall = wall_before + time.perf_counter() - started
+                    sha = checkpoint.save(out / CHECKPOINT_FILE, {
+                        "config": config.to_dict(), "step": done, "wall_time_s": wall,
+                        "generator": G.state_dict(), "discriminator": D.state_dict(),
+                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
+                    })
+                    _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
+    except (DivergedError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # A plugin's loss, penalty or hook that raises (or a penalty that returns no scalar) fails the run where
+        # it stands: run.json says so and why, instead of "running"; the checkpoint on disk still resumes it.
+        bar.close()
+        log.close()
+        message = str(exc) if isinstance(exc, GanzooError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        _write_status(out, "failed", step, config, error=f"step {step + 1}: {message}")
+        raise
     bar.close()
     log.close()
 
@@ -271,25 +340,54 @@ def _cpu_threads(n: int):
     return threads()
 
 
-def _adam_kernel(config: TrainConfig) -> dict[str, Any]:
-    """torch.optim.Adam's implementation flags for config.adam. All three compute the same update; fused and
-    foreach differ from the for-loop only by float rounding (fused: one pass over the weights, not several)."""
+def _kernel(config: TrainConfig) -> dict[str, Any]:
+    """The optimizer's implementation flags for config.adam. All three compute the same update; fused and
+    foreach differ from the for-loop only by float rounding (fused: one pass over the weights, not several).
+    RMSprop has no fused kernel: there, fused means foreach."""
+    if config.optimizer == "rmsprop":
+        return {"foreach": config.adam != "for-loop"}
     return {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True},
             "for-loop": {"fused": None, "foreach": False}}[config.adam]
 
 
-def _adam(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     try:
-        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, **_adam_kernel(config))
+        if config.optimizer == "rmsprop":
+            return torch.optim.RMSprop(model.parameters(), lr=config.lr, **_kernel(config))
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, **_kernel(config))
     except RuntimeError as exc:  # e.g. no fused kernel for this device type
         raise GanzooError(f"adam={config.adam} is not available on device {device}: {str(exc).splitlines()[0]}; "
                           "try --adam foreach or --adam for-loop") from None
 
 
-def _with_adam_kernel(saved: dict, config: TrainConfig) -> dict:
-    """An optimizer state dict whose groups ask for this run's Adam kernel: load_state_dict takes the flags (and
+def _with_kernel(saved: dict, config: TrainConfig) -> dict:
+    """An optimizer state dict whose groups ask for this run's kernel: load_state_dict takes the flags (and
     where the step counters live) from the saved groups, so a resume with another --adam would keep the old one."""
-    return {**saved, "param_groups": [{**group, **_adam_kernel(config)} for group in saved["param_groups"]]}
+    return {**saved, "param_groups": [{**group, **_kernel(config)} for group in saved["param_groups"]]}
+
+
+class _Declared:
+    """A penalty or hook called with just the step arguments it declares (compare_gan's convention)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.names = declared_arguments(fn) if fn is not None else ()
+
+    def __call__(self, arguments: dict[str, Any]) -> Any:
+        return self.fn(**{name: arguments[name] for name in self.names}) if self.fn is not None else None
+
+
+def _scalar(value: Any, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise GanzooError(f"{what} must return a scalar tensor, got {shape}")
+    return value.reshape(())
+
+
+def _log_columns(variant: VariantSpec) -> tuple[str, ...]:
+    """log.csv's header: the fixed columns, each penalty's unweighted value (empty on steps a lazy penalty
+    skips), then the wall clock."""
+    return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), LOG_COLUMNS[-1])
 
 
 def _plain(G: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
@@ -325,19 +423,21 @@ class _EpochBatches:
 class _LogWriter:
     """Appends rows to log.csv; on resume, first drops rows past the checkpoint's step."""
 
-    def __init__(self, path: Path, keep_until: int):
+    def __init__(self, path: Path, keep_until: int, columns: tuple[str, ...] = LOG_COLUMNS):
         self.path = path
         if keep_until > 0 and path.is_file():
             lines = path.read_text().splitlines(keepends=True)
             kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
             path.write_text("".join(kept))
         else:
-            path.write_text(",".join(LOG_COLUMNS) + "\n")
+            path.write_text(",".join(columns) + "\n")
         self.file = open(path, "a")
 
     def append(self, first_step: int, rows: torch.Tensor, times: list[float]) -> None:
-        for i, (values, t) in enumerate(zip(rows.tolist(), times)):
-            self.file.write(f"{first_step + i}," + ",".join(f"{v:.6g}" for v in values) + f",{t:.4f}\n")
+        for n, (values, t) in enumerate(zip(rows.tolist(), times)):
+            # a penalty's NaN (after the four fixed values) marks a lazy penalty skipped on this step
+            cells = (f"{v:.6g}" if i < 4 or v == v else "" for i, v in enumerate(values))
+            self.file.write(f"{first_step + n}," + ",".join(cells) + f",{t:.4f}\n")
         self.file.flush()
 
     def close(self) -> None:

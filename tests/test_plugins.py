@@ -40,9 +40,11 @@ def test_builtins_and_third_party_plugin_are_listed_with_their_package(cli):
     for name in ("vanilla", "minimax", "lsgan", "feature-matching", "mlp", "dcgan", "mnist5k"):
         assert f"\n  {name} " in out
     # The example third-party distribution is pip-installed into the test environment (see tox.ini).
-    hinge_line = next(line for line in out.splitlines() if line.strip().startswith("hinge "))
-    assert "[ganzoo-hinge 0.1.0]" in hinge_line
-    assert "Lim & Ye 2017" in out
+    example_line = next(line for line in out.splitlines() if line.strip().startswith("wgan-lp "))
+    assert "[ganzoo-wgan-lp 0.1.0]" in example_line
+    assert "Petzka, Fischer & Lukovnicov 2018" in out
+    assert "recipe: 5 critic steps, adam lr 0.0001 betas (0, 0.9)" in out
+    assert "option lambda=10.0: weight of the Lipschitz penalty" in out
 
 
 def test_list_json_names_provider(cli):
@@ -50,7 +52,9 @@ def test_list_json_names_provider(cli):
 
     code, out, _ = cli("list", "--json")
     listed = {v["name"]: v for v in json.loads(out)["variant"]}
-    assert listed["hinge"]["provided_by"].startswith("ganzoo-hinge")
+    assert listed["wgan-lp"]["provided_by"].startswith("ganzoo-wgan-lp")
+    assert listed["wgan-gp"]["recipe"] == {"d_steps": 5, "optimizer": "adam", "lr": 1e-4, "betas": [0.0, 0.9]}
+    assert listed["r1"]["options"]["gamma"]["default"] == 10.0
     assert listed["vanilla"]["provided_by"].startswith("ganzoo ")
     assert listed["lsgan"]["paper"].startswith("Mao et al. 2017")
 
@@ -58,14 +62,44 @@ def test_list_json_names_provider(cli):
 def test_plugins_command_shows_versions_and_hooks(cli):
     code, out, _ = cli("plugins")
     assert code == 0
-    assert "hinge" in out and "ganzoo-hinge 0.1.0" in out and "ganzoo_variants" in out
+    assert "wgan-lp" in out and "ganzoo-wgan-lp 0.1.0" in out and "ganzoo_variants" in out
     assert "ganzoo_plugins.mlp" in out and "ganzoo_architectures" in out
 
 
-def test_third_party_variant_trains(tmp_path, cli):
-    code, out, err = cli("train", "--variant", "hinge", "--steps", "5", "--out", tmp_path / "h", "--quiet")
+def test_third_party_variant_trains_with_its_recipe_penalty_and_option(tmp_path, cli):
+    import json
+
+    import pandas as pd
+
+    code, out, err = cli("train", "--variant", "wgan-lp", "--steps", "5", "--out", tmp_path / "h", "--quiet",
+                         "--variant-option", "lambda=2")
     assert code == 0, err
     assert (tmp_path / "h" / "checkpoint.pt").is_file()
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    assert config["config"]["d_steps"] == 5 and config["config"]["betas"] == [0.0, 0.9]
+    assert config["config"]["variant_options"] == {"lambda": 2.0}
+    assert config["resolved"]["variant"]["penalties"] == [{"name": "lipschitz_penalty", "weight": 2.0, "every": 1}]
+    assert list(pd.read_csv(tmp_path / "h" / "log.csv").columns) == [
+        "step", "d_loss", "g_loss", "d_real", "d_fake", "lipschitz_penalty", "time_s"]
+
+
+def test_plugin_written_for_two_argument_losses_still_trains(tmp_path, register_plugin):
+    """A variant of the first interface (two losses, nothing else) keeps training, with the reference recipe."""
+    import ganzoo
+
+    class OldStyle:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="old-style", description="two-argument losses only",
+                                discriminator_loss=lambda real, fake: (real.logits - 1).pow(2).mean()
+                                + fake.logits.pow(2).mean(),
+                                generator_loss=lambda fake, real=None: (fake.logits - 1).pow(2).mean())]
+
+    register_plugin(OldStyle(), "old-style")
+    run = ganzoo.train(variant="old-style", steps=3, out=tmp_path / "old", progress=False)
+    assert run.status == "completed"
+    assert (run.config.d_steps, run.config.optimizer, run.config.lr, run.config.betas) == (1, "adam", 2e-4,
+                                                                                           (0.5, 0.999))
 
 
 def test_broken_plugin_is_reported_and_the_rest_still_work(tmp_path):
@@ -103,33 +137,57 @@ def test_duplicate_names_name_both_plugins_and_block_list_resolves_it(tmp_path):
     assert blocked.returncode == 0 and "ganzoo-clash" not in blocked.stdout
 
 
-def test_malformed_spec_is_a_one_line_error(register_plugin, cli):
+def test_malformed_spec_is_reported_by_name_and_the_rest_still_work(register_plugin, cli, tmp_path):
     class Malformed:
         @hookimpl
         def ganzoo_variants(self):
             return [{"name": "dict-variant"}]
 
     register_plugin(Malformed(), "malformed")
-    code, _, err = cli("train", "--variant", "vanilla", "--steps", "1")
-    assert code == 2
+    code, _, err = cli("train", "--variant", "vanilla", "--steps", "1", "--out", tmp_path / "r", "--quiet")
+    assert code == 0, err
     assert "plugin 'malformed'" in err and "malformed spec (dict, expected VariantSpec)" in err
+    code, out, _ = cli("plugins")
+    assert code == 1 and "malformed" in out.split("failed plugins:")[1]
 
 
-def test_spec_with_bad_name_is_malformed(register_plugin):
+def test_spec_with_bad_name_is_malformed(register_plugin, capsys):
     class BadName:
         @hookimpl
         def ganzoo_variants(self):
             return [VariantSpec(name="two words", description="x", discriminator_loss=abs, generator_loss=abs)]
 
     register_plugin(BadName(), "badname")
-    with pytest.raises(GanzooError, match="malformed spec: name 'two words'"):
-        registry.variant("vanilla")
+    assert "vanilla" in registry.entries("variant") and "two words" not in registry.entries("variant")
+    assert "malformed spec: name 'two words'" in capsys.readouterr().err
+    with pytest.raises(GanzooError, match="plugins that failed: badname: ganzoo_variants returned a malformed spec"):
+        registry.variant("two words")
+
+
+def test_plugin_whose_hook_raises_is_reported_by_name_and_the_rest_still_work(tmp_path):
+    site = make_distribution(tmp_path / "site", "ganzoo-raises", "ganzoo_raises", """
+        from ganzoo.hookspecs import hookimpl
+        @hookimpl
+        def ganzoo_variants():
+            raise RuntimeError("hook exploded")
+    """)
+    env = {"PYTHONPATH": str(site)}
+    listing = run_ganzoo("list", env=env)
+    assert listing.returncode == 0 and "vanilla" in listing.stdout and "wgan-gp" in listing.stdout
+    assert "plugin 'ganzoo_raises' (ganzoo-raises 0.3) was skipped: ganzoo_variants raised RuntimeError: " \
+           "hook exploded" in listing.stderr
+    assert "Traceback" not in listing.stderr
+    trained = run_ganzoo("train", "--variant", "hinge", "--steps", "2", "--out", tmp_path / "r", "--quiet", env=env)
+    assert trained.returncode == 0, trained.stderr
+    plugins = run_ganzoo("plugins", env=env)
+    assert plugins.returncode == 1 and "hook exploded" in plugins.stdout.split("failed plugins:")[1]
 
 
 def test_unknown_names_list_what_is_available(cli):
-    code, _, err = cli("train", "--variant", "wgan", "--steps", "1")
+    code, _, err = cli("train", "--variant", "wgan-xx", "--steps", "1")
     assert code == 2
-    assert "unknown variant 'wgan'; available: feature-matching (ganzoo), hinge (ganzoo-hinge), lsgan (ganzoo)" in err
+    assert "unknown variant 'wgan-xx'; available: dragan (ganzoo), feature-matching (ganzoo), hinge (ganzoo), " \
+           "lsgan (ganzoo)" in err and "wgan-lp (ganzoo-wgan-lp)" in err
     code, _, err = cli("train", "--arch", "resnet", "--steps", "1")
     assert code == 2 and "unknown architecture 'resnet'; available: dcgan (ganzoo), mlp (ganzoo)" in err
     code, _, err = cli("train", "--dataset", "imagenet", "--steps", "1")

@@ -1,8 +1,9 @@
-"""Hinge-loss GAN (Lim & Ye 2017; Miyato et al. 2018), as a third-party ganzoo plugin."""
+"""Hinge-loss GAN (Lim & Ye 2017), the loss of SNGAN and BigGAN: margins on raw critic scores."""
 import torch.nn.functional as F
 
 from ganzoo.hookspecs import hookimpl
 from ganzoo.specs import VariantSpec
+from ganzoo_plugins.lsgan import raw_score
 
 
 def hinge_discriminator_loss(real, fake):
@@ -22,5 +23,7 @@ def ganzoo_variants():
         description="hinge loss: D E[relu(1-D(x))] + E[relu(1+D(G(z)))], G -E[D(G(z))]",
         discriminator_loss=hinge_discriminator_loss,
         generator_loss=hinge_generator_loss,
+        d_value=raw_score,
+        equilibrium=None,  # a critic: its scores are unbounded
         paper="Lim & Ye 2017, Geometric GAN (arXiv:1705.02894)",
     )]
