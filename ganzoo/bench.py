@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from . import __version__, registry
-from .config import TrainConfig
+from .config import TrainConfig, describe_training
 from .errors import DivergedError, GanzooError
 from .executors import Job, make_executor
 from .store import ResultsStore
@@ -41,8 +41,11 @@ class BenchSpec:
     n_real: Optional[int] = None  # reference images (None: the whole reference split)
     extractor: Optional[str] = None  # None: each dataset's default (the offline classifier for digits)
     device: str = "auto"
-    train: dict = field(default_factory=dict)  # other TrainConfig fields: batch_size, lr, betas, d_steps, ...
+    # Other TrainConfig fields for every cell: batch_size, ...; recipe fields (lr, betas, d_steps, optimizer)
+    # set here override every variant's own recipe, so leave them out to compare variants as their papers train them.
+    train: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)  # dataset name -> {option: value}
+    variant_options: dict = field(default_factory=dict)  # variant name -> {option: value}
     data_root: Optional[str] = None
 
     def __post_init__(self):
@@ -67,7 +70,17 @@ class BenchSpec:
                 raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise GanzooError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
-        reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device"} & set(self.train)
+        for table in ("dataset_options", "variant_options"):
+            value = getattr(self, table)
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise GanzooError(f"{table} must map each name to a table of options, got {value!r}")
+        if self.variants:
+            stray = sorted(set(self.variant_options) - set(self.variants))
+            if stray:
+                raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train "
+                                  f"(variants: {', '.join(self.variants)})")
+        reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device", "variant_options",
+                    "dataset_options"} & set(self.train)
         if reserved:
             raise GanzooError(f"[train] cannot set {', '.join(sorted(reserved))}: they are benchmark settings")
 
@@ -85,12 +98,15 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
-        unknown_tables = set(data) - {"bench", "train", "dataset_options"}
+        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options"}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
-                              "expected [bench], [train], [dataset_options]")
+                              "expected [bench], [train], [dataset_options], [variant_options]")
         settings["train"] = dict(data.get("train", {}))
         settings["dataset_options"] = dict(data.get("dataset_options", {}))
+        settings["variant_options"] = dict(data.get("variant_options", {}))
+        for name, given in (overrides.pop("variant_options", None) or {}).items():  # the command line adds to it
+            settings["variant_options"][name] = {**settings["variant_options"].get(name, {}), **given}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(settings, where=str(path))
 
@@ -107,21 +123,30 @@ class BenchSpec:
     def resolved_variants(self) -> tuple[str, ...]:
         return self.variants or tuple(registry.entries("variant"))
 
+    def _settings(self, variant: str, arch: str, dataset: str, seed: int,
+                  inception_weights: Optional[str] = None) -> TrainConfig:
+        return TrainConfig.from_dict({
+            **self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed, "steps": self.steps,
+            "eval_every": self.eval_every, "eval_samples": self.eval_samples, "eval_extractor": self.extractor,
+            "inception_weights": inception_weights, "device": self.device, "data_root": self.data_root,
+            "dataset_options": self.dataset_options.get(dataset, {}),
+            "variant_options": self.variant_options.get(variant, {})})
+
     def train_config(self, variant: str, arch: str, dataset: str, seed: int,
                      inception_weights: Optional[str] = None) -> TrainConfig:
-        settings = {**self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed,
-                    "steps": self.steps, "eval_every": self.eval_every, "eval_samples": self.eval_samples,
-                    "eval_extractor": self.extractor, "inception_weights": inception_weights,
-                    "device": self.device, "data_root": self.data_root,
-                    "dataset_options": self.dataset_options.get(dataset, {})}
-        return TrainConfig.from_dict(settings)
+        """One cell's config, resolved: the variant's recipe wherever [train] leaves a recipe field out."""
+        from .training import resolve
+
+        return resolve(self._settings(variant, arch, dataset, seed, inception_weights))
 
     def protocol_settings(self) -> dict[str, Any]:
-        """What every cell's score depends on besides its own axis values: a report folder holds one of these."""
-        axes = {"variant", "arch", "dataset", "seed", "dataset_options"}
-        recipe = self.train_config("-", "-", "-", 0).identity()
+        """What every cell's score depends on besides its own axis values: a report folder holds one of these.
+        Recipe fields left to the variants are null here; each row records the recipe its cell used."""
+        axes = {"variant", "arch", "dataset", "seed", "dataset_options", "variant_options"}
+        recipe = self._settings("-", "-", "-", 0).identity()
         return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
                 "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
+                "variant_options": self.variant_options,
                 "eval_every": self.eval_every, "eval_samples": self.eval_samples}
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +206,12 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         registry.get("architecture", name)
     for name in spec.datasets:
         registry.dataset(name, spec.dataset_options.get(name, {}))
+    stray = sorted(set(spec.variant_options) - set(variants))
+    if stray:
+        raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train")
+    # Every cell's config, resolved before anything is written: a bad variant option fails here, in one line.
+    configs = [spec.train_config(v, a, d, s, inception_weights)
+               for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
     if isinstance(executor, str):
         runner = make_executor(executor, jobs=jobs)
     elif jobs is not None:
@@ -208,9 +239,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                      row={"kind": "untrained", "variant": "untrained generator", "arch": a, "dataset": d,
                           "seed": spec.seeds[0]})
                  for d in spec.datasets for a in spec.archs]  # the floor every trained variant must clear
-    cells = [_cell_job(spec.train_config(v, a, d, s, inception_weights), out, spec,
-                       progress and runner.in_process, inception_weights)
-             for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
+    cells = [_cell_job(config, out, spec, progress and runner.in_process, inception_weights) for config in configs]
     # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
     stages = [[job for job in stage if not store.has(job.key, final_only=stage is cells)]
               for stage in (real, untrained, cells)]
@@ -244,8 +273,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
 def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
               inception_weights: Optional[str]) -> Job:
     folder = str(run_folder(config))
-    row = {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
-           "seed": config.seed, "run": folder}
+    row = _cell_row(config)
     return Job(f"run:{config.key()}", f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}",
                _run_cell, dict(config=config, out=out, spec=spec, progress=progress,
                                inception_weights=inception_weights), row=row, folder=folder)
@@ -256,8 +284,7 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
     """Train (or resume) one cell and score it; any failure becomes the record's status and error."""
     from .evaluation import evaluate
 
-    row = {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
-           "seed": config.seed, "run": str(run_folder(config))}
+    row = _cell_row(config)
     run_dir = out / run_folder(config)
     try:
         run = _train_or_resume(config, run_dir, progress)
@@ -274,6 +301,12 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
         return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
     return {**row, "status": "completed", "error": "", **_run_stats(run_dir), **result.to_record(),
             "eval_seconds": time.perf_counter() - started}
+
+
+def _cell_row(config: TrainConfig) -> dict[str, Any]:
+    """What identifies a cell's row in the results, including how it was trained (recipe and options)."""
+    return {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
+            "seed": config.seed, "run": str(run_folder(config)), "recipe": describe_training(config)}
 
 
 def run_folder(config: TrainConfig) -> Path:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import textwrap
-from typing import Callable
+from typing import Callable, Optional
 
 from . import __version__
 from .errors import DivergedError, GanzooError
@@ -49,6 +49,7 @@ def _add_list(p):
 @arguments(_add_list)
 def run_list(args) -> int:
     from . import registry
+    from .config import describe_recipe
 
     kinds = {kind: registry.entries(kind) for kind in registry.KINDS}
     if args.json:
@@ -70,18 +71,11 @@ def run_list(args) -> int:
             if _paper(entry.spec):
                 print(f"  {'':<{width}}  paper: {_paper(entry.spec)}")
             if kind == "variant":
-                print(f"  {'':<{width}}  recipe: {recipe_text(entry.spec.recipe)}")
+                print(f"  {'':<{width}}  recipe: {describe_recipe(entry.spec.recipe)}")
             for option, declared in (getattr(entry.spec, "options", None) or {}).items():
                 print(f"  {'':<{width}}  option {option}={declared.default!r}: {declared.help}")
         print()
     return 0
-
-
-def recipe_text(recipe) -> str:
-    """'5 critic steps, adam lr 0.0001 betas (0.0, 0.9)': a recipe (specs.Recipe, or a run's config) in words."""
-    betas = f" betas ({recipe.betas[0]:g}, {recipe.betas[1]:g})" if recipe.betas is not None else ""
-    steps = f"{recipe.d_steps} critic steps" if recipe.d_steps != 1 else "1 D step"
-    return f"{steps}, {recipe.optimizer} lr {recipe.lr:g}{betas}"
 
 
 def _paper(spec) -> str:
@@ -173,7 +167,7 @@ def _add_train(p):
 @command("train", "train one GAN; writes checkpoint, config, per-step log and a sample grid")
 @arguments(_add_train)
 def run_train(args) -> int:
-    from .config import TrainConfig
+    from .config import TrainConfig, describe_training
     from .training import train
 
     config = TrainConfig(variant=args.variant, arch=args.arch, dataset=args.dataset, steps=args.steps,
@@ -194,8 +188,7 @@ def run_train(args) -> int:
           f"d_loss {final.get('d_loss', float('nan')):.4f}  g_loss {final.get('g_loss', float('nan')):.4f}  "
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
-    print(f"recipe: {recipe_text(run.config)}"
-          + "".join(f", {k}={v}" for k, v in run.config.variant_options.items()))
+    print(f"recipe: {describe_training(run.config)}")
     print(f"samples: {run.grid}")
     if s.get("best_fid") is not None:
         print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "
@@ -214,6 +207,18 @@ def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str,
             raise GanzooError(f"{flag} {key.strip()} given twice")
         options[key.strip()] = value
     return options
+
+
+def per_variant_options(pairs: list[str]) -> Optional[dict[str, dict[str, str]]]:
+    """["r1.gamma=1", "wgan-gp.lambda=5"] -> {"r1": {"gamma": "1"}, "wgan-gp": {"lambda": "5"}}."""
+    by_variant: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name, dot, option = key.rpartition(".")
+        if not sep or not dot or not name.strip() or not option.strip():
+            raise GanzooError(f"--variant-option expects VARIANT.KEY=VALUE, got {pair!r}")
+        by_variant.setdefault(name.strip(), []).append(f"{option}={value}")
+    return {name: parse_options(given, f"--variant-option for {name}:") for name, given in by_variant.items()} or None
 
 
 def _add_sample(p):
@@ -301,6 +306,8 @@ def _add_bench(p):
     p.add_argument("--eval-every", type=int, default=None, help="steps between FID curve points (0: none)")
     p.add_argument("--n-fake", type=int, default=None, help="generated images for each final score")
     p.add_argument("--extractor", default=None, help="feature extractor (default: the dataset's default)")
+    p.add_argument("--variant-option", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                   help="a variant's option, repeatable, e.g. r1.gamma=1 (adds to a preset's [variant_options])")
     p.add_argument("--inception-weights", default=None, help="path to the Inception weights file, if not cached")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
@@ -335,7 +342,8 @@ def run_bench(args) -> int:
     board = bench(out=args.out, progress=not args.quiet, config=args.config, inception_weights=args.inception_weights,
                   variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                   steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
-                  data_root=args.data_root, device=args.device, executor=executor)
+                  data_root=args.data_root, device=args.device, executor=executor,
+                  variant_options=per_variant_options(args.variant_option))
     print(render(board, "md"))
     print(f"report: {args.out}/ (leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
     if not board.attrs.get("all_completed"):

@@ -162,3 +162,17 @@ class TrainConfig:
         """A short hash of what this run computes: equal keys mean the same run."""
         blob = json.dumps(self.identity(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def describe_recipe(recipe: Any) -> str:
+    """'5 critic steps, adam lr 0.0001 betas (0, 0.9)': a recipe (specs.Recipe, or a resolved TrainConfig)."""
+    betas = f" betas ({recipe.betas[0]:g}, {recipe.betas[1]:g})" if recipe.betas is not None else ""
+    steps = f"{recipe.d_steps} critic steps" if recipe.d_steps != 1 else "1 D step"
+    return f"{steps}, {recipe.optimizer} lr {recipe.lr:g}{betas}"
+
+
+def describe_training(config: TrainConfig) -> str:
+    """The recipe and the variant's and architecture's options of a resolved config, as a leaderboard shows it."""
+    options = {**config.variant_options, **{f"arch.{k}": v for k, v in config.arch_options.items()}}
+    return describe_recipe(config) + "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
+                                             for k, v in options.items())

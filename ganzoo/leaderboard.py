@@ -70,6 +70,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
             row[name], row[f"{name}_sd"] = mean, sd
             if name in ("fid", "is", "kid"):
                 row[f"{name}_ci95"] = half
+        recipes = group["recipe"].dropna().unique() if "recipe" in group else []
+        row["recipe"] = recipes[0] if len(recipes) == 1 else ("mixed: " + " | ".join(recipes) if len(recipes) else "")
         row["steps"] = group["steps"].max()
         row["wall_time_s"] = done["wall_time_s"].mean()
         row["images_per_s"] = done["images_per_s"].mean()
@@ -153,6 +155,7 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "best_fid": ".2f", "last_fid": ".2f", "classes": ".1f",
             "class_kl": ".3f"}
     out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"],
+                        "recipe": board["recipe"].replace("", "-") if "recipe" in board else "-",
                         "seeds": [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]})
     for _, name, _ in METRICS:
         cells = []

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .files import atomic_write
+from .runs import LOG_COLUMNS
 from .store import ResultsStore
 
 SMOOTH = 50  # steps in the rolling mean of the loss curves; single-step GAN losses are mostly noise
@@ -85,35 +86,73 @@ def curves(folder: Path, runs: pd.DataFrame):
 
 
 def losses(folder: Path, runs: pd.DataFrame):
-    """D and G losses and mean D(x), D(G(z)) per variant; the dashed line is the equilibrium value 0.5."""
+    """D and G losses, mean D outputs on real and generated images, and penalty terms, per variant.
+
+    Probabilities (and least squares' 0-1 scores) are drawn with their equilibrium 0.5 as a dashed line; critics'
+    unbounded scores (hinge, WGAN, ...) get panels of their own without one. Penalties are drawn unweighted."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    panels = [("d_loss", "discriminator loss"), ("g_loss", "generator loss"),
-              ("d_real", "mean D(x) on real"), ("d_fake", "mean D(G(z)) on generated")]
-    drawn = False
+    curves = {}  # label -> (smoothed mean log over seeds, equilibrium, penalty columns)
     for label, group in runs.groupby("label", sort=True):
         logs = [pd.read_csv(folder / r / "log.csv") for r in group["run"] if (folder / r / "log.csv").is_file()]
         logs = [log for log in logs if len(log)]
         if not logs:
             continue
         mean = pd.concat(logs).groupby("step").mean(numeric_only=True).rolling(SMOOTH, min_periods=1).mean()
-        for ax, (column, _) in zip(axes.flat, panels):
-            ax.plot(mean.index, mean[column], lw=1.2, label=label)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
+        penalties = [c for c in mean.columns if c not in LOG_COLUMNS]
+        curves[label] = (mean, _equilibrium(folder / group["run"].iloc[0]), penalties)
+    if not curves:
         return None
-    for ax, (column, title) in zip(axes.flat, panels):
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        if column in ("d_real", "d_fake"):
-            ax.axhline(0.5, ls="--", color="black", lw=1, label="equilibrium D = 0.5")
-    for ax in axes[1]:
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {label: palette[i % len(palette)] for i, label in enumerate(curves)}  # one colour per variant throughout
+    probabilities = {k: v for k, v in curves.items() if v[1] is not None}
+    critics = {k: v for k, v in curves.items() if v[1] is None}
+    with_penalties = {k: v for k, v in curves.items() if v[2]}
+    rows = [("losses", curves)] + [(kind, group) for kind, group in (
+        ("probabilities", probabilities), ("critics", critics), ("penalties", with_penalties)) if group]
+    fig = plt.figure(figsize=(11, 3.5 * len(rows)))
+    grid = fig.add_gridspec(len(rows), 2)
+    first = None
+    for r, (kind, group) in enumerate(rows):
+        if kind == "penalties":
+            axes = [fig.add_subplot(grid[r, :], sharex=first)]
+            for label, (mean, _, penalties) in group.items():
+                for column, style in zip(penalties, ("-", "--", ":", "-.") * 4):
+                    axes[0].plot(mean.index, mean[column], lw=1.2, ls=style, color=color[label],
+                                 label=f"{label}: {column}")
+            axes[0].set_title("penalty terms, unweighted (lazy penalties: the steps they apply on)", fontsize=10)
+        else:
+            axes = [fig.add_subplot(grid[r, c], sharex=first) for c in range(2)]
+            columns = {"losses": (("d_loss", "discriminator loss (with weighted penalties)"),
+                                  ("g_loss", "generator loss")),
+                       "probabilities": (("d_real", "mean D(x) on real"), ("d_fake", "mean D(G(z)) on generated")),
+                       "critics": (("d_real", "mean critic score on real (unbounded)"),
+                                   ("d_fake", "mean critic score on generated"))}[kind]
+            for ax, (column, title) in zip(axes, columns):
+                for label, (mean, _, _) in group.items():
+                    ax.plot(mean.index, mean[column], lw=1.2, color=color[label], label=label)
+                ax.set_title(title, fontsize=10)
+                if kind == "probabilities":
+                    for level in sorted({v[1] for v in group.values()}):
+                        ax.axhline(level, ls="--", color="black", lw=1, label=f"equilibrium D = {level:g}")
+        first = first or axes[0]
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    for ax in fig.axes[-2:] if rows[-1][0] != "penalties" else fig.axes[-1:]:
         ax.set_xlabel("training step")
-    axes[0, 0].legend(fontsize=7)
-    axes[1, 1].legend(fontsize=7)
     fig.suptitle(f"Training dynamics (rolling mean over {SMOOTH} steps, averaged over seeds)", fontsize=11)
+    fig.tight_layout()
     return _save(fig, folder / "losses.png")
+
+
+def _equilibrium(run: Path):
+    """The equilibrium of the variant's D outputs, as its run recorded it (runs from before it was recorded: 0.5)."""
+    import json
+
+    try:
+        return json.loads((run / "config.json").read_text())["resolved"]["variant"].get("equilibrium", 0.5)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.5
 
 
 def samples(folder: Path, runs: pd.DataFrame):

@@ -14,8 +14,10 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,7 +57,7 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     elif settings:
         raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
     config = resolve(config)
-    with _cpu_threads(config.threads):
+    with _cpu_threads(config.threads), _flush_denormals():
         return _train(config, out, overwrite, progress)
 
 
@@ -286,9 +288,16 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         # it stands: run.json says so and why, instead of "running"; the checkpoint on disk still resumes it.
         bar.close()
         log.close()
-        message = str(exc) if isinstance(exc, GanzooError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
-        _write_status(out, "failed", step, config, error=f"step {step + 1}: {message}")
-        raise
+        if isinstance(exc, GanzooError):
+            message = str(exc)
+        else:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0] + f" (at {Path(frame.filename).name}:{frame.lineno})"
+        message = f"step {step + 1}: {message}"
+        _write_status(out, "failed", step, config, error=message)
+        if os.environ.get("GANZOO_DEBUG") or isinstance(exc, GanzooError):
+            raise
+        raise GanzooError(f"training failed at {message}; {out / STATUS_FILE} records it") from exc
     bar.close()
     log.close()
 
@@ -338,6 +347,20 @@ def _cpu_threads(n: int):
             torch.set_num_threads(before)
 
     return threads()
+
+
+@contextlib.contextmanager
+def _flush_denormals():
+    """Treat subnormal floats as zero on the CPU while training. A clipped critic's tiny weights and RMSprop's
+    squared gradients drift into the subnormal range, where CPU arithmetic is ~10x slower (WGAN on the MLP:
+    150 steps in 108 s, 12 s flushed); the values lost are below 1e-38. torch has no getter for the setting:
+    it goes back to torch's default (off) afterwards."""
+    supported = torch.set_flush_denormal(True)  # False where the CPU cannot (then nothing changes)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
 
 
 def _kernel(config: TrainConfig) -> dict[str, Any]:

@@ -116,8 +116,8 @@ def test_default_spec_is_the_cpu_preset():
 
 
 def test_bench_bad_input(tmp_path, cli, tiny_config, uninterrupted):
-    code, _, err = cli("bench", "--variants", "wgan", "--out", tmp_path / "x", "--quiet")
-    assert code == 2 and "unknown variant 'wgan'" in err
+    code, _, err = cli("bench", "--variants", "wgan-xx", "--out", tmp_path / "x", "--quiet")
+    assert code == 2 and "unknown variant 'wgan-xx'" in err
     assert not (tmp_path / "x" / "results.sqlite").exists()
     code, _, err = cli("bench", "--config", tmp_path / "missing.toml", "--out", tmp_path / "x")
     assert code == 2 and "benchmark config not found" in err

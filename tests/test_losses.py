@@ -35,6 +35,12 @@ BCE_D = mean([-math.log(sig(r)) for r in REAL.tolist()]) + mean([-math.log(1 - s
      mean([(f - 1) ** 2 for f in FAKE.tolist()])),
     ("hinge", mean([max(0, 1 - r) for r in REAL.tolist()]) + mean([max(0, 1 + f) for f in FAKE.tolist()]),
      -mean(FAKE.tolist())),
+    # the Wasserstein critic: E[D(G(z))] - E[D(x)], the generator -E[D(G(z))]
+    ("wgan", mean(FAKE.tolist()) - mean(REAL.tolist()), -mean(FAKE.tolist())),
+    ("wgan-gp", mean(FAKE.tolist()) - mean(REAL.tolist()), -mean(FAKE.tolist())),
+    # R1 and DRAGAN regularise the non-saturating GAN: their losses are vanilla's (the penalties are tested apart)
+    ("r1", BCE_D, mean([-math.log(sig(f)) for f in FAKE.tolist()])),
+    ("dragan", BCE_D, mean([-math.log(sig(f)) for f in FAKE.tolist()])),
 ])
 def test_losses_match_their_formulas(name, d_expected, g_expected):
     spec = registry.variant(name)
@@ -57,3 +63,14 @@ def test_bce_losses_are_stable_for_extreme_logits():
         spec = registry.variant(name)
         assert torch.isfinite(spec.discriminator_loss(out(big), out(-big)))
         assert torch.isfinite(spec.generator_loss(out(big), None))
+
+
+def test_relativistic_average_losses():
+    """RaGAN: D -E_r log sig(C(x_r) - E C(x_f)) - E_f log(1 - sig(C(x_f) - E C(x_r))); G the same, roles swapped."""
+    spec = registry.variant("ragan")
+    assert spec.generator_needs_real and spec.equilibrium is None
+    r, f = REAL.tolist(), FAKE.tolist()
+    d_expected = mean([-math.log(sig(x - mean(f))) for x in r]) + mean([-math.log(1 - sig(x - mean(r))) for x in f])
+    g_expected = mean([-math.log(sig(x - mean(r))) for x in f]) + mean([-math.log(1 - sig(x - mean(f))) for x in r])
+    assert spec.discriminator_loss(out(REAL), out(FAKE)).item() == pytest.approx(d_expected, rel=1e-6)
+    assert spec.generator_loss(out(FAKE), out(REAL)).item() == pytest.approx(g_expected, rel=1e-6)

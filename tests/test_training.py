@@ -26,7 +26,12 @@ def assert_same_weights(a, b):
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
 
 
-@pytest.mark.parametrize("variant", ["vanilla", "minimax", "lsgan", "feature-matching"])
+BUILT_IN_VARIANTS = ["vanilla", "minimax", "lsgan", "feature-matching", "hinge", "wgan", "wgan-gp", "r1", "dragan",
+                     "ragan"]
+PENALTY_COLUMNS = {"wgan-gp": ["gradient_penalty"], "r1": ["r1"], "dragan": ["dragan_penalty"]}
+
+
+@pytest.mark.parametrize("variant", BUILT_IN_VARIANTS)
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_every_variant_trains_with_every_architecture(tmp_path, variant, arch):
     run = ganzoo.train(variant=variant, arch=arch, steps=4, batch_size=16, out=tmp_path / "r", progress=False)
@@ -34,7 +39,8 @@ def test_every_variant_trains_with_every_architecture(tmp_path, variant, arch):
     for name in ("checkpoint.pt", "config.json", "log.csv", "samples.png", "run.json"):
         assert (run.path / name).is_file()
     log = run.read_log()
-    assert list(log.columns) == ["step", "d_loss", "g_loss", "d_real", "d_fake", "time_s"]
+    assert list(log.columns) == ["step", "d_loss", "g_loss", "d_real", "d_fake",
+                                 *PENALTY_COLUMNS.get(variant, []), "time_s"]
     assert log["step"].tolist() == [1, 2, 3, 4]
     assert np.isfinite(log[["d_loss", "g_loss"]].to_numpy()).all()
 
