@@ -300,3 +300,46 @@ def test_new_variants_resume_bit_identically(tmp_path, monkeypatch, variant):
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
     columns = [c for c in straight.read_log().columns if c != "time_s"]
     pd.testing.assert_frame_equal(straight.read_log()[columns], resumed.read_log()[columns])
+
+
+# ---- bench -------------------------------------------------------------------------------------------------
+
+def test_bench_takes_variant_options_and_shows_each_rows_recipe(tmp_path, cli):
+    config = tmp_path / "r1.toml"
+    config.write_text("""
+[bench]
+variants = ["r1", "wgan"]
+seeds = [0]
+steps = 20
+eval_every = 0
+n_fake = 200
+
+[train]
+batch_size = 16
+
+[variant_options.r1]
+gamma = 1
+""")
+    code, out, err = cli("bench", "--config", config, "--variant-option", "r1.every=2", "--out", tmp_path / "b",
+                         "--quiet")
+    assert code == 0, err
+    board = ganzoo.leaderboard(tmp_path / "b").set_index("variant")
+    assert board.loc["r1", "recipe"] == "1 D step, adam lr 0.0002 betas (0.5, 0.999), every=2, gamma=1"
+    assert board.loc["wgan", "recipe"] == "5 critic steps, rmsprop lr 5e-05, clip=0.01"
+    assert "5 critic steps, rmsprop lr 5e-05, clip=0.01" in out  # the Markdown table
+    csv = pd.read_csv(tmp_path / "b" / "leaderboard.csv", comment="#").set_index("variant")
+    assert csv.loc["r1", "recipe"] == board.loc["r1", "recipe"]
+    run = ganzoo.open_run(next((tmp_path / "b" / "runs").glob("r1-*")))
+    assert run.config.variant_options == {"every": 2, "gamma": 1.0}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "vanilla", "--variant-option", "wgan.clip=0.1"],
+     "variant_options for wgan, which this benchmark does not train"),
+    (["--variants", "r1", "--variant-option", "r1.gamma=-2"], "variant option gamma must be >= 0, got -2.0"),
+    (["--variants", "r1", "--variant-option", "gamma=2"], "--variant-option expects VARIANT.KEY=VALUE"),
+])
+def test_bench_refuses_bad_variant_options_before_writing_anything(tmp_path, cli, argv, message):
+    code, _, err = cli("bench", *argv, "--out", tmp_path / "b", "--quiet")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
