@@ -34,7 +34,7 @@ class BenchSpec:
     archs: tuple[str, ...] = ("mlp",)
     datasets: tuple[str, ...] = ("mnist5k",)
     seeds: tuple[int, ...] = (0, 1)
-    steps: int = 1500
+    steps: int = 1000
     eval_every: int = 500  # FID curve resolution (0: final score only)
     eval_samples: int = 1000  # images per evaluation during training
     n_fake: int = 5000  # images generated for the final score
@@ -358,7 +358,7 @@ def _untrained_row(spec: BenchSpec, arch: str, dataset: str, inception_weights: 
     config = spec.train_config(spec.resolved_variants()[0], arch, dataset, spec.seeds[0])
     shape = registry.dataset(dataset, config.dataset_options).shape
     torch.manual_seed(config.seed)
-    generator = registry.architecture(arch).build_generator(config.latent_dim, shape)
+    generator = registry.architecture(arch, config.arch_options).build_generator(config.latent_dim, shape)
     images = generate(generator, spec.n_fake, config.latent_dim, config.seed)
     result = evaluate_images(images, dataset, spec.extractor, n_real=spec.n_real, seed=config.seed,
                              device=spec.device, inception_weights=inception_weights,

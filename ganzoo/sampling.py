@@ -58,7 +58,7 @@ def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.n
     if not run.checkpoint.is_file():
         raise GanzooError(f"run {run.path} has no checkpoint ({run.checkpoint.name}); was it trained?")
     payload = checkpoint.load(run.checkpoint, expected_sha256=run.stats.get("checkpoint_sha256"))
-    arch = registry.architecture(run.config.arch)
+    arch = registry.architecture(run.config.arch, run.config.arch_options)
     resolved = _resolved_shape(run)
     generator = arch.build_generator(run.config.latent_dim, resolved)
     checkpoint.load_state(generator, payload["generator"], run.checkpoint, "generator")
