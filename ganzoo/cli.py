@@ -135,6 +135,11 @@ def _add_train(p):
                    help="variant option, repeatable, e.g. --variant-option gamma=1 for r1 (`ganzoo list` shows them)")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture option, repeatable")
+    p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="keep an exponential moving average of G's weights (e.g. 0.999) and evaluate and sample "
+                        "with it (default 0: off)")
+    p.add_argument("--ema-start", type=int, default=d.ema_start, metavar="STEP",
+                   help="generator steps before averaging starts (G_ema copies G until then; default 0)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -177,6 +182,7 @@ def run_train(args) -> int:
                          download=args.download, dataset_options=parse_options(args.dataset_option),
                          variant_options=parse_options(args.variant_option, "--variant-option"),
                          arch_options=parse_options(args.arch_option, "--arch-option"),
+                         ema=args.ema, ema_start=args.ema_start,
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          precision=args.precision, adam=args.adam, compile=args.compile,

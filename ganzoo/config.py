@@ -20,7 +20,8 @@ OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
                       "adam", "compile", "channels_last", "threads"}
 # Identity fields added after runs already existed: left out of the identity while at their default, so that
 # those runs keep their keys (bench names run folders and result rows by key).
-LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {}}
+LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {},
+                          "ema": 0.0, "ema_start": 0}
 # The fields a variant's recipe fills in when the user leaves them at None (specs.Recipe).
 RECIPE_FIELDS = ("d_steps", "optimizer", "lr", "betas")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -85,6 +86,11 @@ class TrainConfig:
     variant_options: dict = field(default_factory=dict)  # --variant-option key=value; part of the identity
     arch_options: dict = field(default_factory=dict)  # --arch-option key=value; part of the identity
     extra: dict = field(default_factory=dict)  # free-form settings a plugin may read; part of the identity
+    # Generator EMA (Yazici et al. 2019; used for the reported scores of StyleGAN2, BigGAN, StudioGAN): after
+    # every generator step, G_ema = ema * G_ema + (1 - ema) * G, from step ema_start on (a copy of G before).
+    # When on, evaluation, sample grids and `ganzoo sample` use G_ema. 0: off.
+    ema: float = 0.0
+    ema_start: int = 0
     eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
     eval_samples: int = 5000  # generated images per evaluation during training
     eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
@@ -115,6 +121,11 @@ class TrainConfig:
                                           for b in betas):
                 raise GanzooError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
             object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0 <= self.ema < 1:
+            raise GanzooError(f"ema must be a decay in [0, 1) (0: off), e.g. 0.999; got {self.ema!r}")
+        object.__setattr__(self, "ema", float(self.ema))
+        if not isinstance(self.ema_start, int) or isinstance(self.ema_start, bool) or self.ema_start < 0:
+            raise GanzooError(f"ema-start must be a non-negative integer, got {self.ema_start!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise GanzooError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.optimizer == "rmsprop" and self.betas is not None:

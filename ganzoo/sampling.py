@@ -53,7 +53,8 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: Optional[int] = None
 
 
 def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.nn.Module, Run]:
-    """Rebuild a run's generator from its architecture plugin and checkpoint (checked against run.json)."""
+    """Rebuild a run's generator from its architecture plugin and checkpoint (checked against run.json): the
+    exponential moving average of its weights when the run kept one (TrainConfig.ema), else the last weights."""
     run = run if isinstance(run, Run) else open_run(run)
     if not run.checkpoint.is_file():
         raise GanzooError(f"run {run.path} has no checkpoint ({run.checkpoint.name}); was it trained?")
@@ -61,7 +62,10 @@ def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.n
     arch = registry.architecture(run.config.arch, run.config.arch_options)
     resolved = _resolved_shape(run)
     generator = arch.build_generator(run.config.latent_dim, resolved)
-    checkpoint.load_state(generator, payload["generator"], run.checkpoint, "generator")
+    part = "generator_ema" if run.config.ema else "generator"  # with EMA on, the averaged weights are the result
+    if part not in payload:
+        raise GanzooError(f"checkpoint {run.checkpoint} has no {part} weights, which this run's config needs")
+    checkpoint.load_state(generator, payload[part], run.checkpoint, part)
     return generator.to(resolve_device(device)), run
 
 

@@ -112,6 +112,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         G.to(memory_format=layout)
         D.to(memory_format=layout)
     opt_g, opt_d = _optimizer(G, config, device), _optimizer(D, config, device)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if config.ema else None  # what evaluation sees (see _EMA)
     noise = torch.Generator(device=device).manual_seed(config.seed)
 
     # ---- speed: what the steps call. G and D keep the weights (checkpoints, evaluation); torch.compile wraps
@@ -152,6 +153,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         state = _resume_state(out / CHECKPOINT_FILE, existing)
         checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
         checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
+        if G_ema is not None:
+            checkpoint.load_state(G_ema, state["generator_ema"], out / CHECKPOINT_FILE, "generator_ema")
         opt_g.load_state_dict(_with_kernel(state["opt_g"], config))
         opt_d.load_state_dict(_with_kernel(state["opt_d"], config))
         noise.set_state(state["noise_rng"])
@@ -244,6 +247,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             D.requires_grad_(True)
             with torch.no_grad():
                 after_g_step(step_arguments)
+                if G_ema is not None:
+                    _update_ema(G_ema, G, 0.0 if step < config.ema_start else config.ema)
 
             # 3) Bookkeeping, kept on the device until the next flush.
             with torch.no_grad():
@@ -272,13 +277,14 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                 bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
                                 img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
                 if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
-                    started += evaluator(_plain(G, config), done)  # the training clock leaves evaluation out
+                    started += evaluator(_plain(G_ema or G, config), done)  # the clock leaves evaluation out
                 if done % config.checkpoint_every == 0 or done == config.steps:
                     wall = wall_before + time.perf_counter() - started
                     sha = checkpoint.save(out / CHECKPOINT_FILE, {
                         "config": config.to_dict(), "step": done, "wall_time_s": wall,
                         "generator": G.state_dict(), "discriminator": D.state_dict(),
                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
+                        **({"generator_ema": G_ema.state_dict()} if G_ema is not None else {}),
                     })
                     _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
     except (DivergedError, KeyboardInterrupt):
@@ -303,7 +309,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- finish: a sample grid from fixed noise and the final status ----
     wall = wall_before + time.perf_counter() - started
-    save_grid(generate(_plain(G, config), GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE, nrow=8)
+    save_grid(generate(_plain(G_ema or G, config), GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE,
+              nrow=8)
     status = read_json(out / STATUS_FILE, "run status")
     final = _final_stats(out / LOG_FILE)
     trained_steps = config.steps - start_step
@@ -411,6 +418,16 @@ def _log_columns(variant: VariantSpec) -> tuple[str, ...]:
     """log.csv's header: the fixed columns, each penalty's unweighted value (empty on steps a lazy penalty
     skips), then the wall clock."""
     return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), LOG_COLUMNS[-1])
+
+
+def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None:
+    """G_ema's weights move towards G's: w_ema = decay * w_ema + (1 - decay) * w (decay 0: a copy). BatchNorm's
+    running statistics are copied from G rather than averaged, as StyleGAN2-ADA and PyTorch-StudioGAN do: they
+    describe G's recent activations, which an average of weights does not have its own of."""
+    ema_weights, weights = list(G_ema.parameters()), [w.detach() for w in G.parameters()]
+    torch._foreach_lerp_(ema_weights, weights, 1.0 - decay)
+    for ema_buffer, buffer in zip(G_ema.buffers(), G.buffers()):
+        ema_buffer.copy_(buffer)
 
 
 def _plain(G: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
