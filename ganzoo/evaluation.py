@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -147,6 +148,15 @@ class Scorer:
             identity = [dataset, self.options, self.reference_split,
                         hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()]
         self.real = self._as_rgb(images, f"the real '{self.reference_split}' images")
+        # FID fits a covariance to each side's features: with no more images than feature dimensions it is
+        # singular and the score says little. Refusing would block quick looks at tiny data; the protocol says so.
+        self.reference_warning = ""
+        if len(self.real) <= self.prepared.feature_dim:
+            self.reference_warning = (
+                f"only {len(self.real)} reference images for {self.prepared.feature_dim}-dimensional features: "
+                f"FID's covariance is singular and the score is not meaningful (use more than "
+                f"{self.prepared.feature_dim})")
+            print(f"ganzoo: warning: {self.reference_warning}", file=sys.stderr)
         # torch-fidelity caches the real side's features and FID statistics under this name. The weights hash is
         # part of it, so two weights files (or two classifiers) never share an entry.
         identity += [self.extractor, self.prepared.fidelity_name, self.prepared.weights_sha256,
@@ -247,6 +257,7 @@ class Scorer:
             "n_real": n_real,
             "reference_split": self.reference_split,
             "real_subset": self.real_subset,
+            **({"reference_warning": self.reference_warning} if self.reference_warning else {}),
             "image_size": f"{self.dataset.shape.size}x{self.dataset.shape.size}",
             "resize": p.resize,
             "channels": ("grayscale tiled to 3 channels (uint8 Bx3xHxW)" if self.dataset.shape.channels == 1

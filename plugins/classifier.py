@@ -245,11 +245,17 @@ def _train(train: ImageData, held_out: Optional[ImageData], channels: int, num_c
     return net.state_dict(), meta
 
 
+MIN_SIZE = 10  # LeNet's second 5x5 convolution needs a 5x5 map after the first pooling
+
+
 def prepare(request: ExtractorRequest) -> PreparedExtractor:
     ds = request.dataset
     if not ds.num_classes:
         raise GanzooError(f"extractor '{NAME}' needs a labelled dataset; '{ds.name}' has no classes "
                           "(use --extractor inception-v3-compat)")
+    if ds.shape.size < MIN_SIZE:
+        raise GanzooError(f"extractor '{NAME}' reads images of at least {MIN_SIZE}x{MIN_SIZE}; '{ds.name}' has "
+                          f"{ds.shape.size}x{ds.shape.size} (use --extractor inception-v3-compat, which resizes)")
     train = request.load(ds.train_split)
     if train.labels is None:
         raise GanzooError(f"extractor '{NAME}' needs labels, but dataset '{ds.name}' split '{ds.train_split}' "
