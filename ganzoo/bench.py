@@ -47,6 +47,7 @@ class BenchSpec:
     dataset_options: dict = field(default_factory=dict)  # dataset name -> {option: value}
     variant_options: dict = field(default_factory=dict)  # variant name -> {option: value}
     data_root: Optional[str] = None
+    tensorboard: bool = False  # each run also logs to its folder's tensorboard/ (operational: not in the protocol)
 
     def __post_init__(self):
         for name in ("variants", "archs", "datasets", "seeds"):
@@ -129,6 +130,7 @@ class BenchSpec:
             **self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed, "steps": self.steps,
             "eval_every": self.eval_every, "eval_samples": self.eval_samples, "eval_extractor": self.extractor,
             "inception_weights": inception_weights, "device": self.device, "data_root": self.data_root,
+            "tensorboard": self.tensorboard,
             "dataset_options": self.dataset_options.get(dataset, {}),
             "variant_options": self.variant_options.get(variant, {})})
 

@@ -157,6 +157,9 @@ def _add_train(p):
     p.add_argument("--eval-extractor", default=None, help="feature extractor for those (default: the dataset's)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="Inception weights file for --eval-extractor inception-v3-compat")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log losses, D outputs, scores and sample grids to <out>/tensorboard/ "
+                        "(pip install 'ganzoo[tensorboard]')")
     speed = p.add_argument_group("speed (benchmarks/RESULTS.md, 'Training speed'; only --precision changes the run)")
     speed.add_argument("--precision", default=d.precision,
                        help="fp32 (default) or bf16 (bfloat16 autocast for forward passes; a different run)")
@@ -186,7 +189,7 @@ def run_train(args) -> int:
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          precision=args.precision, adam=args.adam, compile=args.compile,
-                         channels_last=args.channels_last, threads=args.threads)
+                         channels_last=args.channels_last, threads=args.threads, tensorboard=args.tensorboard)
     run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
     s = run.stats
     final = s.get("final", {})
@@ -319,6 +322,8 @@ def _add_bench(p):
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", default="bench", help="report folder (default bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="log every run to its folder's tensorboard/ (tensorboard --logdir <out>/runs)")
     p.add_argument("--jobs", type=int, default=None,
                    help="cells trained at once, each in its own process with (CPUs / jobs) torch threads "
                         "(default 1: one after another in this process); several small runs can share a GPU")
@@ -349,7 +354,7 @@ def run_bench(args) -> int:
                   variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                   steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
                   data_root=args.data_root, device=args.device, executor=executor,
-                  variant_options=per_variant_options(args.variant_option))
+                  variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard)
     print(render(board, "md"))
     print(f"report: {args.out}/ (leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
     if not board.attrs.get("all_completed"):

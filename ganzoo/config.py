@@ -17,7 +17,7 @@ from .errors import GanzooError
 # changes what is computed.
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
                       "eval_every", "eval_samples", "eval_extractor", "inception_weights",
-                      "adam", "compile", "channels_last", "threads"}
+                      "adam", "compile", "channels_last", "threads", "tensorboard"}
 # Identity fields added after runs already existed: left out of the identity while at their default, so that
 # those runs keep their keys (bench names run folders and result rows by key).
 LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {},
@@ -101,6 +101,7 @@ class TrainConfig:
     compile: str = "off"  # torch.compile G and D: "off", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
     channels_last: bool = False  # NHWC memory layout for conv weights and activations (faster convs on GPUs)
     threads: int = 0  # CPU threads for training (0: torch's default); 1 is faster on a busy shared CPU
+    tensorboard: bool = False  # also log to <run>/tensorboard/ (needs the tensorboard package)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "latent_dim", "d_steps", "checkpoint_every"):
@@ -142,6 +143,8 @@ class TrainConfig:
         for name, allowed in (("precision", PRECISIONS), ("adam", ADAM_IMPLS), ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise GanzooError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if not isinstance(self.tensorboard, bool):
+            raise GanzooError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         if not isinstance(self.channels_last, bool):
             raise GanzooError(f"channels-last must be true or false, got {self.channels_last!r}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:

@@ -385,6 +385,7 @@ class TrainingEvaluator:
         images = generate(generator, self.n, self.latent_dim, EVAL_SEED)
         result = self.scorer.score(images, EVAL_SEED, source=f"the generator during training, latent seed {EVAL_SEED}")
         values = [step] + [result.metrics[c] for c in self.columns[1:]]
+        self.last = dict(zip(self.columns[1:], values[1:]))  # for TensorBoard
         with open(self.path, "a") as f:
             f.write(",".join(str(v) if isinstance(v, int) else f"{v:.8g}" for v in values) + "\n")
         per_eval = {"eval_seconds", "evaluated_at"}

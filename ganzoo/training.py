@@ -34,6 +34,7 @@ from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FIL
 from .sampling import generate, save_grid
 from .registry import declared_arguments
 from .specs import DiscriminatorOutput, Recipe, VariantSpec
+from .tensorboard import TensorBoardLog, require_tensorboard
 
 LOG_FLUSH_EVERY = 100  # steps between moving logged values off the device (one sync instead of one per step)
 GRID_SIZE = 64
@@ -162,6 +163,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     else:
         write_json(out / CONFIG_FILE, resolved)
     evaluator = None
+    if config.tensorboard:
+        require_tensorboard()
     if config.eval_every:  # prepared before the first step: a missing weights file fails now, not at step K
         from .evaluation import TrainingEvaluator
 
@@ -184,6 +187,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     # through D twice, which torch.compile does not support: they get the uncompiled D (same weights).
     step_arguments: dict[str, Any] = {"discriminate": functools.partial(discriminate, module=D),
                                       "discriminator": D, "generator": G, "rng": noise}
+    tensorboard = TensorBoardLog(out, start_step) if config.tensorboard else None
     penalties = [(penalty, _Declared(penalty.compute)) for penalty in variant.penalties]
     after_d_step = _Declared(variant.after_discriminator_step)
     after_g_step = _Declared(variant.after_generator_step)
@@ -273,12 +277,22 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     raise DivergedError(f"{message}; the log up to that step is in {out / LOG_FILE}")
                 log.append(first, rows, pending_times)
                 pending, pending_times = [], []
+                images_per_s = (done - start_step) * config.batch_size / (time.perf_counter() - started)
+                if tensorboard is not None:
+                    tensorboard.steps(first, rows, log.columns[1:-1], images_per_s)
                 bar.update(done - bar.n)
-                bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}",
-                                img_s=f"{(done - start_step) * config.batch_size / (time.perf_counter() - started):.0f}")
+                bar.set_postfix(d_loss=f"{rows[-1, 0]:.3f}", g_loss=f"{rows[-1, 1]:.3f}", img_s=f"{images_per_s:.0f}")
                 if evaluate_now:  # before the checkpoint: a resume drops rows past it and scores that step again
-                    started += evaluator(_plain(G_ema or G, config), done)  # the clock leaves evaluation out
+                    evaluation_started = time.perf_counter()
+                    evaluated = _plain(G_ema or G, config)
+                    evaluator(evaluated, done)
+                    if tensorboard is not None:
+                        tensorboard.evaluation(done, evaluator.last, generate(evaluated, GRID_SIZE,
+                                                                             config.latent_dim, GRID_SEED))
+                    started += time.perf_counter() - evaluation_started  # the clock leaves evaluation out
                 if done % config.checkpoint_every == 0 or done == config.steps:
+                    if tensorboard is not None:
+                        tensorboard.flush()  # what the checkpoint covers is on disk before it
                     wall = wall_before + time.perf_counter() - started
                     sha = checkpoint.save(out / CHECKPOINT_FILE, {
                         "config": config.to_dict(), "step": done, "wall_time_s": wall,
@@ -304,6 +318,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         if os.environ.get("GANZOO_DEBUG") or isinstance(exc, GanzooError):
             raise
         raise GanzooError(f"training failed at {message}; {out / STATUS_FILE} records it") from exc
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     bar.close()
     log.close()
 
@@ -464,7 +481,7 @@ class _LogWriter:
     """Appends rows to log.csv; on resume, first drops rows past the checkpoint's step."""
 
     def __init__(self, path: Path, keep_until: int, columns: tuple[str, ...] = LOG_COLUMNS):
-        self.path = path
+        self.path, self.columns = path, columns
         if keep_until > 0 and path.is_file():
             lines = path.read_text().splitlines(keepends=True)
             kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
