@@ -186,15 +186,17 @@ def source_revision() -> str:
 
 def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progress: bool = True,
           config: Optional[Path | str] = None, inception_weights: Optional[str] = None, executor: Any = "local",
-          jobs: Optional[int] = None, **overrides: Any):
+          jobs: Optional[int] = None, command: Optional[str] = None, **overrides: Any):
     """Run (or resume) a benchmark into the report folder `out`; returns its leaderboard DataFrame.
 
     ``ganzoo.bench(variants="vanilla,lsgan", seeds=[0, 1], steps=2000)`` or ``ganzoo.bench(spec)``.
     `executor` is "local" (this machine: `jobs` cells at once, default 1, in this process), "ray", or one made by
     ``executors.make_executor("ray", address=...)``.
-    The DataFrame's attrs["all_completed"] says whether every cell trained and scored.
+    The DataFrame's attrs["all_completed"] says whether every cell trained and scored. `command` is how
+    report.html says the benchmark was made (the CLI passes its command line).
     """
-    from .leaderboard import leaderboard, write_reports
+    from .leaderboard import leaderboard, per_seed, write_reports
+    from .report import write_html_report
 
     if spec is None:
         spec = load_spec(config, **overrides)
@@ -269,6 +271,9 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
 
     board = leaderboard(out)
     write_reports(out, board)
+    if command is None:  # called from Python: the settings it resolved to, enough to make it again
+        command = f"ganzoo.bench(ganzoo.bench.BenchSpec.from_dict({spec.to_dict()!r}), out={str(out)!r})"
+    write_html_report(out, board, per_seed(out), command, store.meta())
     return board
 
 

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import textwrap
 from typing import Callable, Optional
@@ -354,9 +355,10 @@ def run_bench(args) -> int:
                   variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                   steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
                   data_root=args.data_root, device=args.device, executor=executor,
-                  variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard)
+                  variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard,
+                  command=shlex.join(["ganzoo", *args.argv]))
     print(render(board, "md"))
-    print(f"report: {args.out}/ (leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
+    print(f"report: {args.out}/report.html (and leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
     if not board.attrs.get("all_completed"):
         print("ganzoo: some runs failed or diverged; see the status column (rerun to retry failed ones)",
               file=sys.stderr)
@@ -423,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for reports that say how they were made
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

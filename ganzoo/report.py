@@ -1,0 +1,106 @@
+"""report.html: a benchmark as one self-contained page to share (images inlined, no script, nothing fetched).
+
+It gathers what the report folder already holds: the leaderboard and its protocol, the command that made it,
+the figures (FID curves, training dynamics), one sample grid per variant, and every failed or diverged cell
+with its error. Written by `ganzoo bench` after the leaderboards and plots; `ganzoo leaderboard --format html`
+stays the table alone.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from . import __version__
+from .files import atomic_write
+
+REPORT_FILE = "report.html"
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #e5e5e5; text-align: right; }
+th { background: #f5f5f5; } td:nth-child(-n+4), th:nth-child(-n+4) { text-align: left; }
+code, pre { background: #f5f5f5; padding: 0.2em 0.4em; border-radius: 3px; }
+pre { padding: 0.8em; overflow-x: auto; white-space: pre-wrap; }
+.protocol { font-size: 0.8em; color: #555; }
+.grids { display: flex; flex-wrap: wrap; gap: 1.5em; }
+figure { margin: 0; } figcaption { font-size: 0.85em; text-align: center; }
+img { max-width: 100%; } .failed td { color: #a00; text-align: left; }
+"""
+
+
+def _image(path: Path, alt: str, width: Optional[int] = None) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    size = f' width="{width}"' if width else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}>'
+
+
+def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFrame, command: str,
+                      store_meta: dict) -> Path:
+    """Write <folder>/report.html from the aggregated board, the per-seed records and the files beside them."""
+    from .leaderboard import display_table, protocol_lines
+
+    folder = Path(folder)
+    parts = [f"<h1>ganzoo benchmark: {html.escape(folder.resolve().name)}</h1>",
+             "<p>Made by</p>", f"<pre>{html.escape(command)}</pre>",
+             f"<p class='protocol'>ganzoo {html.escape(__version__)}"
+             + (f", git commit {html.escape(store_meta['git_commit'])}" if store_meta.get("git_commit") else "")
+             + f"; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>"]
+
+    parts.append("<h2>Leaderboard</h2>")
+    parts.append(display_table(board).to_html(index=False, escape=True, border=0, classes="leaderboard"))
+    parts += [f"<p class='protocol'>{html.escape(line)}</p>" for line in protocol_lines(board)]
+
+    problems = frame[frame["status"] != "completed"] if "status" in frame else frame.iloc[:0]
+    parts.append("<h2>Failed or diverged cells</h2>")
+    if problems.empty:
+        parts.append("<p>None: every cell trained and was scored.</p>")
+    else:
+        shown = problems.reindex(columns=["variant", "arch", "dataset", "seed", "status", "error"]).fillna("")
+        parts.append(shown.to_html(index=False, escape=True, border=0, classes="failed"))
+
+    figures = [("curves.png", "FID during training (mean ± sd over seeds)"),
+               ("losses.png", "Training dynamics: losses, D outputs, penalties")]
+    drawn = [(name, title) for name, title in figures if (folder / name).is_file()]
+    if drawn:
+        parts.append("<h2>Training</h2>")
+        parts += [f"<figure>{_image(folder / name, title)}<figcaption>{html.escape(title)}</figcaption></figure>"
+                  for name, title in drawn]
+
+    grids = _sample_grids(folder, frame)
+    parts.append("<h2>Samples</h2>")
+    if grids:
+        parts.append("<p>Each variant's first completed seed, all from the same latent vectors.</p>")
+        parts.append("<div class='grids'>" + "".join(
+            f"<figure>{_image(path, label, 260)}<figcaption>{html.escape(label)}</figcaption></figure>"
+            for label, path in grids) + "</div>")
+    else:
+        parts.append("<p>No completed run to draw samples from.</p>")
+
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>ganzoo benchmark: {html.escape(folder.resolve().name)}</title><style>{STYLE}</style></head>"
+            "<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    path = folder / REPORT_FILE
+    atomic_write(path, lambda f: f.write(page), mode="w")
+    return path
+
+
+def _sample_grids(folder: Path, frame: pd.DataFrame) -> list[tuple[str, Path]]:
+    """(label, samples.png of the first completed seed) per variant, architecture and dataset."""
+    if "run" not in frame or "status" not in frame:
+        return []
+    runs = frame[(frame["kind"] == "run") & (frame["status"] == "completed") & frame["run"].notna()]
+    grids = []
+    for (variant, arch, dataset), group in runs.sort_values("seed").groupby(["variant", "arch", "dataset"]):
+        first = group.iloc[0]
+        path = folder / str(first["run"]) / "samples.png"
+        if path.is_file():
+            grids.append((f"{variant} / {arch} / {dataset}, seed {first['seed']}", path))
+    return grids
