@@ -48,6 +48,7 @@ class BenchSpec:
     variant_options: dict = field(default_factory=dict)  # variant name -> {option: value}
     data_root: Optional[str] = None
     tensorboard: bool = False  # each run also logs to its folder's tensorboard/ (operational: not in the protocol)
+    sweep: Optional[dict] = None  # a [sweep] table (sweep.py): settings searched per variant on a selection seed
 
     def __post_init__(self):
         for name in ("variants", "archs", "datasets", "seeds"):
@@ -80,6 +81,12 @@ class BenchSpec:
             if stray:
                 raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train "
                                   f"(variants: {', '.join(self.variants)})")
+        if self.sweep is not None:
+            object.__setattr__(self, "sweep", dict(self.sweep))
+            sweep = self.sweep_spec()
+            if sweep.selection_seed in self.seeds:
+                raise GanzooError(f"[sweep] selection_seed {sweep.selection_seed} is also a report seed: the runs "
+                                  "that choose a setting must not be the ones reported; pick another")
         reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device", "variant_options",
                     "dataset_options"} & set(self.train)
         if reserved:
@@ -99,10 +106,12 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
-        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options"}
+        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options", "sweep"}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
-                              "expected [bench], [train], [dataset_options], [variant_options]")
+                              "expected [bench], [train], [dataset_options], [variant_options], [sweep]")
+        if "sweep" in data:
+            settings["sweep"] = dict(data["sweep"])
         settings["train"] = dict(data.get("train", {}))
         settings["dataset_options"] = dict(data.get("dataset_options", {}))
         settings["variant_options"] = dict(data.get("variant_options", {}))
@@ -120,6 +129,12 @@ class BenchSpec:
         if settings.get("variants") == "all":
             settings = {**settings, "variants": ()}
         return cls(**settings)
+
+    def sweep_spec(self):
+        """The [sweep] table as a SweepSpec, or None for a benchmark of each variant's recipe alone."""
+        from .sweep import SweepSpec
+
+        return SweepSpec.from_dict(self.sweep) if self.sweep is not None else None
 
     def resolved_variants(self) -> tuple[str, ...]:
         return self.variants or tuple(registry.entries("variant"))
@@ -148,7 +163,7 @@ class BenchSpec:
         recipe = self._settings("-", "-", "-", 0).identity()
         return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
                 "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
-                "variant_options": self.variant_options,
+                "variant_options": self.variant_options, "sweep": self.sweep,
                 "eval_every": self.eval_every, "eval_samples": self.eval_samples}
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,8 +229,19 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     if stray:
         raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train")
     # Every cell's config, resolved before anything is written: a bad variant option fails here, in one line.
-    configs = [spec.train_config(v, a, d, s, inception_weights)
-               for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
+    sweep = spec.sweep_spec()
+    groups = [(d, a, v) for d in spec.datasets for a in spec.archs for v in variants]
+    if sweep is None:  # each variant's recipe, on every seed
+        configs = [(spec.train_config(v, a, d, s, inception_weights), {}, None)
+                   for d, a, v in groups for s in spec.seeds]
+        searched = []
+    else:  # first its settings on the selection seed; the report cells follow once a setting is chosen
+        from .sweep import apply_setting
+
+        configs = []
+        searched = [(d, a, v, i, *apply_setting(spec.train_config(v, a, d, sweep.selection_seed, inception_weights),
+                                                setting))
+                    for d, a, v in groups for i, setting in enumerate(sweep.settings_for(v))]
     if isinstance(executor, str):
         runner = make_executor(executor, jobs=jobs)
     elif jobs is not None:
@@ -243,20 +269,31 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                      row={"kind": "untrained", "variant": "untrained generator", "arch": a, "dataset": d,
                           "seed": spec.seeds[0]})
                  for d in spec.datasets for a in spec.archs]  # the floor every trained variant must clear
-    cells = [_cell_job(config, out, spec, progress and runner.in_process, inception_weights) for config in configs]
+    show = progress and runner.in_process
+    cells = [_cell_job(config, out, spec, show, inception_weights) for config, _, _ in configs]
+    search = [_cell_job(config, out, spec, show, inception_weights, kind="search", setting=(i, applied))
+              for _, _, _, i, config, applied in searched]
     # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
-    stages = [[job for job in stage if not store.has(job.key, final_only=stage is cells)]
-              for stage in (real, untrained, cells)]
+    stages = [[job for job in stage if not store.has(job.key, final_only=stage in (cells, search))]
+              for stage in (real, untrained, search, cells)]
     from tqdm.auto import tqdm
 
-    total = len(real) + len(untrained) + len(cells)
+    total = len(real) + len(untrained) + len(search) + len(cells) + (len(groups) * len(spec.seeds) if sweep else 0)
     bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
                desc="bench", position=0, dynamic_ncols=True)
     try:
-        if any(stages):
+        if any(stages) or sweep is not None:
             with runner.session(spec, out):
                 for todo in stages:
                     for job, record in runner.run(todo, bar):
+                        store.put(job.key, record)
+                        bar.update()
+                if sweep is not None:  # the report stage: each variant's chosen setting on the report seeds
+                    report = [job for job in _report_jobs(spec, store, searched, out, show, inception_weights)
+                              if not store.has(job.key, final_only=True)]
+                    bar.total = bar.n + len(report)  # what is left, now that it is known
+                    bar.refresh()
+                    for job, record in runner.run(report, bar):
                         store.put(job.key, record)
                         bar.update()
     except BaseException:
@@ -277,21 +314,64 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     return board
 
 
-def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
-              inception_weights: Optional[str]) -> Job:
+def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool, inception_weights: Optional[str],
+              kind: str = "run", setting: Optional[tuple[int, dict]] = None) -> Job:
     folder = str(run_folder(config))
-    row = _cell_row(config)
-    return Job(f"run:{config.key()}", f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}",
-               _run_cell, dict(config=config, out=out, spec=spec, progress=progress,
-                               inception_weights=inception_weights), row=row, folder=folder)
+    row = _cell_row(config, kind, setting)
+    label = f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}"
+    if setting is not None:
+        label += f" setting {setting[0]}"
+    return Job(f"{kind}:{config.key()}", label, _run_cell,
+               dict(config=config, out=out, spec=spec, progress=progress, inception_weights=inception_weights,
+                    row=row), row=row, folder=folder)
+
+
+def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path, progress: bool,
+                 inception_weights: Optional[str]) -> list[Job]:
+    """Each variant's chosen setting on the report seeds. The choice (the lowest FID of the search) is recorded
+    once, so that a rerun which retries a failed search cell does not move a variant to another setting."""
+    from .sweep import apply_setting
+
+    records = {r["key"]: r for r in store.records()}
+    jobs = []
+    for (d, a, v), group in _by_group(searched).items():
+        key = f"selection:{d}:{a}:{v}"
+        if key not in records:
+            scored = []
+            for _, _, _, i, config, applied in group:
+                found = records.get(f"search:{config.key()}", {})
+                fid = found.get("fid")
+                if found.get("status") == "completed" and isinstance(fid, (int, float)) and fid == fid:
+                    scored.append((fid, i, applied))
+            if not scored:
+                continue  # nothing to choose from yet: the report rows say so (leaderboard), a rerun retries
+            fid, i, applied = min(scored, key=lambda t: (t[0], t[1]))
+            records[key] = {"kind": "selection", "variant": v, "arch": a, "dataset": d, "seed": -1,
+                            "status": "completed", "error": "", "setting": i, "setting_applied": applied,
+                            "selection_fid": fid, "settings_scored": len(scored)}
+            store.put(key, records[key])
+        chosen = records[key]
+        for s in spec.seeds:
+            config, applied = apply_setting(spec.train_config(v, a, d, s, inception_weights),
+                                            chosen["setting_applied"])
+            jobs.append(_cell_job(config, out, spec, progress, inception_weights,
+                                  setting=(chosen["setting"], applied)))
+    return jobs
+
+
+def _by_group(searched: list) -> dict:
+    groups: dict = {}
+    for entry in searched:
+        groups.setdefault(entry[:3], []).append(entry)
+    return groups
 
 
 def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
-              inception_weights: Optional[str]) -> dict[str, Any]:
+              inception_weights: Optional[str], row: Optional[dict] = None) -> dict[str, Any]:
     """Train (or resume) one cell and score it; any failure becomes the record's status and error."""
     from .evaluation import evaluate
 
-    row = _cell_row(config)
+    row = row or _cell_row(config)
     run_dir = out / run_folder(config)
     try:
         run = _train_or_resume(config, run_dir, progress)
@@ -310,10 +390,19 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
             "eval_seconds": time.perf_counter() - started}
 
 
-def _cell_row(config: TrainConfig) -> dict[str, Any]:
-    """What identifies a cell's row in the results, including how it was trained (recipe and options)."""
-    return {"kind": "run", "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
-            "seed": config.seed, "run": str(run_folder(config)), "recipe": describe_training(config)}
+def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[int, dict]] = None) -> dict[str, Any]:
+    """What identifies a cell's row in the results, including how it was trained: the recipe and options as
+    text and as one column per field (so that rows can be told apart in a CSV), and its sweep setting."""
+    from .sweep import describe
+
+    row = {"kind": kind, "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
+           "seed": config.seed, "run": str(run_folder(config)), "recipe": describe_training(config),
+           "d_steps": config.d_steps, "optimizer": config.optimizer, "lr": config.lr,
+           "beta1": config.betas[0] if config.betas else None, "beta2": config.betas[1] if config.betas else None,
+           **{f"option.{k}": v for k, v in config.variant_options.items()}}
+    if setting is not None:
+        row.update(setting=setting[0], setting_desc=describe(setting[1]))
+    return row
 
 
 def run_folder(config: TrainConfig) -> Path:

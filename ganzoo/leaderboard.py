@@ -45,10 +45,26 @@ def per_seed(folder: Path | str) -> pd.DataFrame:
     return frame
 
 
+# Per-row training fields: how each row was trained, one column each (d_steps ... and option.<name>).
+RECIPE_COLUMNS = ["setting", "setting_desc", "d_steps", "optimizer", "lr", "beta1", "beta2"]
+
+
 def leaderboard(folder: Path | str) -> pd.DataFrame:
-    """Aggregate a report folder's results over seeds; real data first, then ranked by FID (lower is better)."""
+    """Aggregate a report folder's results over seeds; real data first, then ranked by FID (lower is better).
+    A sweep's search runs are not rows here (sweep.sweep_table and the sweep plots show them)."""
     frame = per_seed(folder)
-    return aggregate(frame)
+    board = aggregate(frame[frame["kind"].isin(KIND_ORDER)])
+    selections = frame[frame["kind"] == "selection"]
+    if not selections.empty:
+        from .sweep import selection_rule
+
+        chosen = {(r.variant, r.arch, r.dataset): r for r in selections.itertuples()}
+        board["selected_by"] = [
+            (f"setting {int(chosen[key].setting)} of {int(chosen[key].settings_scored)} scored, "
+             f"search FID {chosen[key].selection_fid:.2f}") if key in chosen else ""
+            for key in zip(board["variant"], board["arch"], board["dataset"])]
+        board.attrs["selection_rule"] = selection_rule()
+    return board
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -72,6 +88,11 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 row[f"{name}_ci95"] = half
         recipes = group["recipe"].dropna().unique() if "recipe" in group else []
         row["recipe"] = recipes[0] if len(recipes) == 1 else ("mixed: " + " | ".join(recipes) if len(recipes) else "")
+        for column in RECIPE_COLUMNS + sorted(c for c in frame.columns if c.startswith("option.")):
+            if column in group:
+                values = group[column].dropna().unique()
+                row[column] = values[0] if len(values) == 1 else (None if not len(values) else
+                                                                   "mixed: " + " | ".join(map(str, values)))
         row["steps"] = group["steps"].max()
         row["wall_time_s"] = done["wall_time_s"].mean()
         row["images_per_s"] = done["images_per_s"].mean()
@@ -113,6 +134,11 @@ def _status(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _text(value: Any) -> str:
+    """A protocol value as text; a count read back as a float (pandas, beside a missing value) stays a count."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def protocol_of(frame: pd.DataFrame) -> dict[str, Any]:
     """The protocol fields shared by the scored rows; a field that differs between rows is listed as mixed."""
     done = frame[frame["status"] == "completed"] if "status" in frame else frame
@@ -121,9 +147,9 @@ def protocol_of(frame: pd.DataFrame) -> dict[str, Any]:
         field = column[len("protocol."):]
         if field in PER_RUN:
             continue
-        values = [v for v in done[column].dropna().astype(str).unique()]
+        values = list(dict.fromkeys(_text(v) for v in done[column].dropna()))
         if field in ("n_fake",):  # the real-data row scores all real training images it has; keep the runs'
-            values = [str(v) for v in done.loc[done["kind"] == "run", column].dropna().unique()] or values
+            values = list(dict.fromkeys(_text(v) for v in done.loc[done["kind"] == "run", column].dropna())) or values
         if values:
             protocol[field] = values[0] if len(values) == 1 else "mixed: " + " | ".join(values)
     return protocol
@@ -154,9 +180,12 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     # KID's scale depends on the extractor's features (about 1e-2 for Inception, hundreds for the classifier)
     spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "best_fid": ".2f", "last_fid": ".2f", "classes": ".1f",
             "class_kl": ".3f"}
-    out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"],
-                        "recipe": board["recipe"].replace("", "-") if "recipe" in board else "-",
-                        "seeds": [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]})
+    out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"]})
+    for column, title in _differing_recipe_columns(board):
+        out[title] = [_recipe_cell(v) for v in board[column]]
+    if "selected_by" in board:
+        out["selected by"] = board["selected_by"].fillna("").replace("", "-")
+    out["seeds"] = [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]
     for _, name, _ in METRICS:
         cells = []
         for i, row in board.iterrows():
@@ -178,6 +207,26 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     return out
 
 
+def _differing_recipe_columns(board: pd.DataFrame) -> list[tuple[str, str]]:
+    """The training fields whose values differ between trained rows (the rest is common to all: the protocol)."""
+    runs = board[board["kind"] == "run"]
+    shown = []
+    for column in RECIPE_COLUMNS + sorted(c for c in board.columns if c.startswith("option.")):
+        if column == "setting" or column not in runs:
+            continue
+        values = {str(v) for v in runs[column] if v is not None and v == v}
+        if len(values) > 1 or (column.startswith("option.") and values) or (column == "setting_desc" and values):
+            title = {"setting_desc": "setting", "d_steps": "D steps"}.get(column, column.replace("option.", ""))
+            shown.append((column, title))
+    return shown
+
+
+def _recipe_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def protocol_lines(board: pd.DataFrame) -> list[str]:
     protocol = dict(board.attrs.get("protocol", {}))
     lines = []
@@ -187,14 +236,15 @@ def protocol_lines(board: pd.DataFrame) -> list[str]:
     lines.append("Rows: mean ± sd over seeds; FID 95% CI from Student's t; real data = real training images "
                  "scored against the reference split by the same pipeline; curve FIDs use the in-training "
                  "evaluation sample count.")
+    if board.attrs.get("selection_rule"):
+        lines.append("Sweep: " + board.attrs["selection_rule"] + ".")
     return lines
 
 
 def render(board: pd.DataFrame, fmt: str = "md") -> str:
     """The leaderboard as Markdown, LaTeX, HTML or CSV; the protocol follows every table."""
-    if fmt == "csv":
-        notes = "".join(f"# {line}\n" for line in protocol_lines(board))
-        return board.to_csv(index=False) + notes
+    if fmt == "csv":  # plain data that pandas.read_csv reads as it is; the protocol is in protocol.json
+        return board.to_csv(index=False)
     if fmt == "md":
         table = display_table(board).to_markdown(index=False)
         return table + "\n\n" + "\n\n".join(protocol_lines(board)) + "\n"
@@ -253,6 +303,14 @@ def write_reports(folder: Path | str, board: pd.DataFrame) -> dict[str, Path]:
     write_json(folder / "protocol.json", {"protocol": board.attrs.get("protocol", {}),
                                           "store": ResultsStore.open(folder).meta()})
     written.update(write_plots(folder))
+    frame = per_seed(folder)
+    if (frame["kind"] == "search").any():
+        from .sweep import sweep_table
+
+        table = sweep_table(frame)
+        atomic_write(folder / "sweep.csv", lambda f: f.write(table.to_csv(index=False)), mode="w")
+        atomic_write(folder / "sweep.md", lambda f: f.write(table.to_markdown(index=False) + "\n"), mode="w")
+        written.update(sweep_csv=folder / "sweep.csv", sweep_md=folder / "sweep.md")
     return written
 
 
@@ -287,14 +345,27 @@ def compare(a: Path | str, b: Path | str, force: bool = False) -> pd.DataFrame:
             mean_b = float(vb.mean()) if len(vb) else math.nan
             row[f"{metric}_a"], row[f"{metric}_b"], row[f"{metric}_delta"] = mean_a, mean_b, mean_b - mean_a
             row[f"{metric}_p"] = welch_p(va, vb)
-        row["significant"] = bool(row["fid_p"] < 0.05) if not math.isnan(row["fid_p"]) else False
+        recipe_a, recipe_b = (_recipe_of(sel) for sel in (sel_a, sel_b))
+        row.update(recipe_a=recipe_a, recipe_b=recipe_b, recipe_differs=recipe_a != recipe_b)
         rows.append(row)
     board = pd.DataFrame(rows)
+    # Many rows, many tests: Holm's step-down correction keeps the chance of any false "significant" at 5%.
+    from .sweep import holm
+
+    runs = board["kind"] == "run"
+    board["fid_p_holm"] = math.nan
+    board.loc[runs, "fid_p_holm"] = holm(board.loc[runs, "fid_p"].tolist())
+    board["significant"] = board["fid_p_holm"] < 0.05
     board["_order"] = board["kind"].map(KIND_ORDER).fillna(1)
     board = board.sort_values(["_order", "fid_b", "fid_a"], na_position="last", kind="stable")
     board = board.drop(columns="_order").reset_index(drop=True)
     board.attrs["protocol_differences"] = differing
     return board
+
+
+def _recipe_of(rows: pd.DataFrame) -> str:
+    values = rows["recipe"].dropna().unique() if "recipe" in rows else []
+    return " | ".join(map(str, values)) if len(values) else "-"
 
 
 def welch_p(va: np.ndarray, vb: np.ndarray) -> float:
@@ -338,9 +409,16 @@ def render_comparison(board: pd.DataFrame, fmt: str = "md", label_a: str = "A", 
         shown[f"{label} {label_b}"] = [_fmt(v, spec) for v in board[f"{metric}_b"]]
         shown[f"{label} delta"] = [_fmt(v, "+" + spec) for v in board[f"{metric}_delta"]]
         shown[f"{label} p"] = [_fmt(v, ".3f") for v in board[f"{metric}_p"]]
+        if metric == "fid":
+            shown["FID p (Holm)"] = [_fmt(v, ".3f") for v in board["fid_p_holm"]]
+    shown["recipe"] = ["differs: " + a + " vs " + b if d else "same" for a, b, d in
+                       zip(board["recipe_a"], board["recipe_b"], board["recipe_differs"])]
     differing = board.attrs.get("protocol_differences") or {}
+    tests = int(board["fid_p_holm"].notna().sum())
     note = (f"\n\nWARNING: protocols differ ({', '.join(differing)}); shown because of --force, not comparable."
-            if differing else "\n\nSame protocol on both sides. p: Welch's t-test over seeds (needs >= 2 per side).")
+            if differing else "\n\nSame protocol on both sides. p: Welch's t-test over seeds (needs >= 2 per side); "
+            f"FID p (Holm): Holm-Bonferroni adjusted over the {tests} trained rows compared, significant below 0.05."
+            " Rows whose recipe differs compare recipes as much as variants.")
     if fmt == "md":
         return shown.to_markdown(index=False) + note + "\n"
     if fmt == "html":

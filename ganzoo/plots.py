@@ -47,10 +47,10 @@ def _runs(folder: Path) -> pd.DataFrame:
 
 def write_plots(folder: Path | str) -> dict[str, Path]:
     folder = Path(folder)
+    written = sweep_plots(folder)
     runs = _runs(folder)
     if runs.empty:
-        return {}
-    written = {}
+        return written
     for name, draw in (("curves", curves), ("losses", losses), ("samples", samples)):
         path = draw(folder, runs)
         if path is not None:
@@ -183,3 +183,51 @@ def samples(folder: Path, runs: pd.DataFrame):
         ax.axis("off")
     fig.suptitle("Samples from the same latent vectors", fontsize=11)
     return _save(fig, folder / "samples.png")
+
+
+def sweep_plots(folder: Path) -> dict[str, Path]:
+    """A sweep's two pictures: the expected best FID after k settings (with its bootstrap band) and the
+    distribution of FID over every setting tried, per variant."""
+    from .sweep import expected_minimum
+
+    store = ResultsStore.open(folder)
+    try:
+        frame = store.frame()
+    finally:
+        store.close()
+    if frame.empty or "kind" not in frame or not (frame["kind"] == "search").any():
+        return {}
+    search = frame[(frame["kind"] == "search") & (frame["status"] == "completed")].copy()
+    search["fid"] = pd.to_numeric(search.get("fid"), errors="coerce")
+    search["label"] = search["variant"] + " / " + search["arch"] + " / " + search["dataset"]
+    groups = [(label, group["fid"].dropna().to_numpy()) for label, group in search.groupby("label", sort=True)]
+    groups = [(label, fids) for label, fids in groups if len(fids)]
+    if not groups:
+        return {}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, fids in groups:
+        curve = np.array(expected_minimum(fids))
+        line, = ax.plot(curve[:, 0], curve[:, 1], marker="o", ms=3, label=f"{label} ({len(fids)} settings)")
+        ax.fill_between(curve[:, 0], curve[:, 2], curve[:, 3], color=line.get_color(), alpha=0.15)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("settings tried (k)")
+    ax.set_ylabel("expected best FID")
+    ax.set_yscale("log")
+    ax.set_title("Expected minimum FID after k settings (95% bootstrap band)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    written = {"expected_min": _save(fig, folder / "sweep_expected_min.png")}
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) + 2), 4.2))
+    ax.boxplot([fids for _, fids in groups], showfliers=False)
+    for i, (_, fids) in enumerate(groups, start=1):  # every setting as a point over its box
+        ax.scatter(np.full(len(fids), i) + np.linspace(-0.12, 0.12, len(fids)), fids, s=10, alpha=0.7)
+    ax.set_xticks(range(1, len(groups) + 1), [label.split(" / ")[0] for label, _ in groups], rotation=30)
+    ax.set_ylabel("FID on the selection seed")
+    ax.set_yscale("log")
+    ax.set_title("FID over all settings tried, per variant")
+    ax.grid(alpha=0.3, axis="y")
+    written["fid_settings"] = _save(fig, folder / "sweep_fid_settings.png")
+    return written

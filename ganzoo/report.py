@@ -66,7 +66,16 @@ def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFra
         shown = problems.reindex(columns=["variant", "arch", "dataset", "seed", "status", "error"]).fillna("")
         parts.append(shown.to_html(index=False, escape=True, border=0, classes="failed"))
 
-    figures = [("curves.png", "FID during training (mean ± sd over seeds)"),
+    if (folder / "sweep.csv").is_file():
+        from .sweep import selection_rule
+
+        parts.append("<h2>Sweep</h2>")
+        parts.append(f"<p>{html.escape(selection_rule())}.</p>")
+        parts.append(pd.read_csv(folder / "sweep.csv").to_html(index=False, escape=True, border=0,
+                                                                 float_format=lambda v: f"{v:.2f}"))
+    figures = [("sweep_expected_min.png", "Expected best FID after k settings tried (95% bootstrap band)"),
+               ("sweep_fid_settings.png", "FID over all settings tried, per variant"),
+               ("curves.png", "FID during training (mean ± sd over seeds)"),
                ("losses.png", "Training dynamics: losses, D outputs, penalties")]
     drawn = [(name, title) for name, title in figures if (folder / name).is_file()]
     if drawn:

@@ -87,7 +87,7 @@ def test_latex_rendering_uses_booktabs_and_bolds_the_best(small):
 def test_csv_and_html(small):
     csv_text = render(leaderboard(small), "csv")
     assert csv_text.splitlines()[0].startswith("kind,variant,arch,dataset,seeds")
-    assert "# Protocol: " in csv_text
+    assert "# Protocol: " not in csv_text and not any(line.startswith("#") for line in csv_text.splitlines())
     assert "<table" in render(leaderboard(small), "html")
     with pytest.raises(GanzooError, match="unknown format 'pdf'"):
         render(leaderboard(small), "pdf")
@@ -107,6 +107,10 @@ def test_compare_deltas_and_welch_test(small, tmp_path):
     assert board.loc["vanilla", "fid_p"] == pytest.approx(
         stats.ttest_ind([20.0, 22.0], [20.5, 21.5], equal_var=False).pvalue)
     assert not board.loc["vanilla", "significant"]
+    # Holm over the two trained rows: the smaller p doubled, the larger kept (not below the smaller's)
+    ps = sorted([board.loc["lsgan", "fid_p"], board.loc["vanilla", "fid_p"]])
+    assert sorted(board["fid_p_holm"].dropna()) == pytest.approx([min(1, 2 * ps[0]), max(min(1, 2 * ps[0]), ps[1])])
+    assert board.loc["lsgan", "significant"] == (board.loc["lsgan", "fid_p_holm"] < 0.05)
 
 
 def test_compare_refuses_different_protocols(small, tmp_path, cli):
