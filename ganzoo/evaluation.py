@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import re
 import sys
 import time
@@ -45,9 +46,10 @@ IS_SPLITS = 10  # torch-fidelity's defaults (and the TensorFlow reference implem
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 KID_KERNEL = "polynomial, degree 3, gamma 1/d, coef0 1"
+PRC_NEIGHBORHOOD = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019 and torch-fidelity's default)
 _FROM_FIDELITY = {"inception_score_mean": "is_mean", "inception_score_std": "is_std",
                   "frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid_mean",
-                  "kernel_inception_distance_std": "kid_std"}
+                  "kernel_inception_distance_std": "kid_std", "precision": "precision", "recall": "recall"}
 
 
 @dataclass
@@ -69,7 +71,8 @@ class EvalResult:
         lines = [p.get("scores_are", ""),
                  f"  {kind}IS   {m['is_mean']:.4f} +- {m['is_std']:.4f}",
                  f"  {kind}FID  {m['fid']:.4f}",
-                 f"  {kind}KID  {m['kid_mean']:.6f} +- {m['kid_std']:.6f}"]
+                 f"  {kind}KID  {m['kid_mean']:.6f} +- {m['kid_std']:.6f}",
+                 f"  precision {m.get('precision', math.nan):.4f}  recall {m.get('recall', math.nan):.4f}"]
         if "classes_covered" in m:
             lines.append(f"  classes covered {m['classes_covered']}/{p.get('num_classes')} "
                          f"(>= {COVERAGE_SHARE:.0%} of samples), class KL from uniform {m['class_kl']:.4f} nats")
@@ -199,8 +202,12 @@ class Scorer:
         is_splits = min(IS_SPLITS, n_fake)
         kid_subset_size = min(KID_SUBSET_SIZE, n_fake, n_real)  # torch-fidelity refuses more than either side has
         sink: list[torch.Tensor] = []
+        # Precision and recall (Kynkaanniemi et al. 2019) on the FID features, in the same pass. torch-fidelity
+        # >= 0.4 takes the generated set as input1 (earlier versions swapped the roles); k-NN needs k + 1 samples.
+        prc = min(n_fake, n_real) > PRC_NEIGHBORHOOD
         kwargs = dict(
-            input1=_Images(fake), input2=_Images(self.real), isc=True, fid=True, kid=True,
+            input1=_Images(fake), input2=_Images(self.real), isc=True, fid=True, kid=True, prc=prc,
+            feature_layer_prc=p.feature_layers["fid"], prc_neighborhood=PRC_NEIGHBORHOOD,
             feature_extractor=p.fidelity_name, feature_extractor_weights_path=p.weights_path,
             feature_layer_isc=p.feature_layers["isc"], feature_layer_fid=p.feature_layers["fid"],
             feature_layer_kid=p.feature_layers["kid"],
@@ -226,7 +233,7 @@ class Scorer:
             except (RuntimeError, OSError, EOFError) as exc:
                 raise GanzooError(f"extractor '{self.extractor}' failed: {_first_line(exc)}") from None
         seconds = time.perf_counter() - started
-        metrics = {ours: float(raw[theirs]) for theirs, ours in _FROM_FIDELITY.items()}
+        metrics = {ours: float(raw[theirs]) if theirs in raw else math.nan for theirs, ours in _FROM_FIDELITY.items()}
         if p.num_classes:
             # The fakes are input1, so their logits come first; the real side's follow unless they were cached.
             logits = torch.cat(sink) if sink else torch.empty(0, p.num_classes)
@@ -267,6 +274,8 @@ class Scorer:
             "kid_subset_size": kid_subset_size,
             "kid_subset_size_capped": kid_subset_size < KID_SUBSET_SIZE,
             "kid_kernel": KID_KERNEL,
+            "prc": (f"precision/recall of generated vs real (Kynkaanniemi et al. 2019), {PRC_NEIGHBORHOOD}-NN on "
+                    f"the FID features" if prc else "not computed: too few samples for the k-NN balls"),
             "seed": seed,
             "torch_fidelity_version": torch_fidelity.version.__version__,
             "torch_version": str(torch.__version__),

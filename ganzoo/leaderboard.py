@@ -23,7 +23,8 @@ from .store import ResultsStore
 GROUP = ["kind", "variant", "arch", "dataset"]
 KIND_ORDER = {"real": 0, "run": 1, "untrained": 2}
 # (column in the per-seed records, leaderboard column prefix, direction for "best": -1 lower is better)
-METRICS = [("fid", "fid", -1), ("is_mean", "is", +1), ("kid_mean", "kid", -1), ("best_fid", "best_fid", -1),
+METRICS = [("fid", "fid", -1), ("is_mean", "is", +1), ("kid_mean", "kid", -1), ("precision", "precision", +1),
+           ("recall", "recall", +1), ("best_fid", "best_fid", -1),
            ("final_fid", "last_fid", -1), ("classes_covered", "classes", +1), ("class_kl", "class_kl", -1)]
 # Protocol fields that must agree before two scores may be ranked against each other.
 COMPARABLE = ["extractor", "extractor_weights_sha256", "n_fake", "n_real", "reference_split", "image_size",
@@ -69,7 +70,8 @@ def leaderboard(folder: Path | str) -> pd.DataFrame:
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for column in ("fid", "is_mean", "kid_mean", "best_fid", "final_fid", "classes_covered", "class_kl", "steps",
+    for column in ("fid", "is_mean", "kid_mean", "precision", "recall", "best_fid", "final_fid", "classes_covered",
+                   "class_kl", "steps",
                    "wall_time_s", "images_per_s"):
         if column not in frame:
             frame[column] = np.nan
@@ -158,7 +160,8 @@ def protocol_of(frame: pd.DataFrame) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 # rendering
 
-HEADERS = {"fid": "FID", "is": "IS", "kid": "KID", "best_fid": "best FID (curve)",
+HEADERS = {"fid": "FID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall",
+           "best_fid": "best FID (curve)",
            "last_fid": "last FID (curve)", "classes": "classes >=5%", "class_kl": "class KL"}
 
 
@@ -178,7 +181,8 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
         if len(values):
             best[name] = values.min() if direction < 0 else values.max()
     # KID's scale depends on the extractor's features (about 1e-2 for Inception, hundreds for the classifier)
-    spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "best_fid": ".2f", "last_fid": ".2f", "classes": ".1f",
+    spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "precision": ".3f", "recall": ".3f", "best_fid": ".2f",
+            "last_fid": ".2f", "classes": ".1f",
             "class_kl": ".3f"}
     out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"]})
     for column, title in _differing_recipe_columns(board):
