@@ -356,3 +356,42 @@ def test_a_variant_registered_only_in_this_process_is_refused_for_other_processe
         with pytest.raises(GanzooError, match="'my-idea' .* only; Ray runs cells in other processes"):
             ganzoo.bench(**settings, executor=make_executor("ray"))
     assert ganzoo.bench(**settings).set_index("variant").loc["my-idea", "status"] == "1 ok"  # one at a time: fine
+
+
+@pytest.fixture(scope="module")
+def sweep_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "sweep.toml"
+    path.write_text("""
+[bench]
+variants = ["vanilla"]
+seeds = [0]
+steps = 20
+eval_every = 0
+n_fake = 300
+[train]
+batch_size = 32
+[sweep]
+settings = 3
+selection_seed = 100
+[sweep.space]
+lr = {log_uniform = [1e-4, 1e-3]}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_sweep(sweep_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local-sweep") / "bench"
+    done = run_ganzoo("bench", "--config", sweep_config, "--out", out, "--quiet", env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    return out, ganzoo.leaderboard(out)
+
+
+@pytest.mark.parametrize("argv", [["--jobs", "2"], pytest.param(["--executor", "ray"], marks=needs_ray)])
+def test_a_sweep_gives_the_same_results_on_every_executor(sweep_config, local_sweep, tmp_path, argv):
+    out = tmp_path / "elsewhere"
+    done = run_ganzoo("bench", "--config", sweep_config, "--out", out, "--quiet", *argv, env={"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    _assert_same_results(out, local_sweep)  # search, selection and report records alike
+    kinds = sorted(r["kind"] for r in _records(out).values())
+    assert kinds.count("search") == 3 and kinds.count("selection") == 1 and kinds.count("run") == 1
