@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, registry
+from . import __version__, locks, registry
 from .config import TrainConfig
 from .errors import DivergedError, GanzooError
 from .executors import Job, make_executor
@@ -194,11 +194,6 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                             ("extractor", [spec.extractor] if spec.extractor else [])):
             for name in names:
                 registry.require_installed(kind, name, why)
-    fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
-    store = ResultsStore.open(out / "results.sqlite", create=True)
-    store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
-                                                          "git_commit": source_revision()})
-
     # Three stages, in this order: the reference rows first train the reference classifier any cell then reuses.
     real = [Job(f"real:{d}", f"real {d}", _real_row, dict(spec=spec, dataset=d, inception_weights=inception_weights),
                 row={"kind": "real", "variant": "real data", "arch": "-", "dataset": d, "seed": 0})
@@ -211,33 +206,41 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     cells = [_cell_job(spec.train_config(v, a, d, s, inception_weights), out, spec,
                        progress and runner.in_process, inception_weights)
              for d in spec.datasets for a in spec.archs for v in variants for s in spec.seeds]
-    # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
-    stages = [[job for job in stage if not store.has(job.key, final_only=stage is cells)]
-              for stage in (real, untrained, cells)]
-    from tqdm.auto import tqdm
+    # Every cell's settings are checked above (train_config) before the report folder is created or locked.
+    fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
+    # The driver holds the report folder for the whole benchmark; its cells lock their own run folders (in this
+    # process, in --jobs children or on Ray workers), so they never wait on it.
+    with locks.hold(out, "report folder"):
+        store = ResultsStore.open(out / "results.sqlite", create=True)
+        store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
+                                                              "git_commit": source_revision()})
+        # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
+        stages = [[job for job in stage if not store.has(job.key, final_only=stage is cells)]
+                  for stage in (real, untrained, cells)]
+        from tqdm.auto import tqdm
 
-    total = len(real) + len(untrained) + len(cells)
-    bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
-               desc="bench", position=0, dynamic_ncols=True)
-    try:
-        if any(stages):
-            with runner.session(spec, out):
-                for todo in stages:
-                    for job, record in runner.run(todo, bar):
-                        store.put(job.key, record)
-                        bar.update()
-    except BaseException:
+        total = len(real) + len(untrained) + len(cells)
+        bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
+                   desc="bench", position=0, dynamic_ncols=True)
+        try:
+            if any(stages):
+                with runner.session(spec, out):
+                    for todo in stages:
+                        for job, record in runner.run(todo, bar):
+                            store.put(job.key, record)
+                            bar.update()
+        except BaseException:
+            bar.close()
+            if fresh and not store.records() and not (out / "runs").exists():
+                # e.g. Ray unreachable, a dataset's files missing: an empty store would still tie the folder to
+                # this protocol, refusing a corrected command with other settings
+                store.close()
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         bar.close()
-        if fresh and not store.records() and not (out / "runs").exists():
-            # e.g. Ray unreachable, a dataset's files missing: an empty store would still tie the folder to
-            # this protocol, refusing a corrected command with other settings
-            store.close()
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    bar.close()
 
-    board = leaderboard(out)
-    write_reports(out, board)
+        board = leaderboard(out)
+        write_reports(out, board)
     return board
 
 

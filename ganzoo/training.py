@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, checkpoint, registry
+from . import __version__, checkpoint, locks, registry
 from .config import TrainConfig
 from .data import load_split, resolve_root
 from .devices import resolve_device
@@ -50,11 +50,12 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
         config = TrainConfig.from_dict(settings)
     elif settings:
         raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
-    with _cpu_threads(config.threads):
-        return _train(config, out, overwrite, progress)
+    with _cpu_threads(config.threads), contextlib.ExitStack() as held:
+        return _train(config, out, overwrite, progress, held)
 
 
-def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool) -> Run:
+def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool,
+           held: contextlib.ExitStack) -> Run:
     variant = registry.variant(config.variant)
     arch = registry.get("architecture", config.arch)
     dataset_entry = registry.get("dataset", config.dataset)
@@ -64,6 +65,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                           f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
+    held.enter_context(locks.hold(out, "run folder"))  # until train() returns: one writer per run folder
     existing = _prepare_folder(out, config, overwrite)
     if existing is not None and existing.status == "completed":
         return existing
@@ -387,7 +389,7 @@ def _prepare_folder(out: Path, config: TrainConfig, overwrite: bool) -> Optional
             raise GanzooError(f"{out} holds this run, which diverged at step {stored.step}; "
                               "pass --overwrite to train it again")
         return stored
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != locks.LOCK_FILE for p in out.iterdir()) and not overwrite:
         raise GanzooError(f"{out} is not empty and holds no ganzoo run; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return None

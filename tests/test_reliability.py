@@ -1,0 +1,100 @@
+"""Issue 14: concurrent writers, hostile and damaged cache files, damaged logs, and the inputs that used to slip
+through or end in an internal error. The concurrency tests run real `ganzoo` processes side by side."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_ganzoo, write_bench_config
+from ganzoo import locks
+from ganzoo.store import ResultsStore
+
+
+def _start(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ganzoo", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _steps_once(path: Path, last: int) -> None:
+    steps = pd.read_csv(path)["step"].tolist()
+    assert steps == list(range(1, last + 1)), f"{path}: steps {steps[:5]}... ({len(steps)} rows)"
+
+
+# ---- 1. one writer per run folder and per report folder ----
+
+
+def test_a_held_run_folder_refuses_a_second_train(tmp_path):
+    out = tmp_path / "run"
+    with locks.hold(out, "run folder"):
+        result = run_ganzoo("train", "--steps", "5", "--out", out, "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ganzoo: error: run folder {out} is in use by another ganzoo process "
+        f"(it holds {out / locks.LOCK_FILE}); wait for it to finish or choose another folder"]
+    assert [p.name for p in out.iterdir()] == [locks.LOCK_FILE]  # nothing written
+
+
+def test_two_trains_on_one_folder_never_both_succeed(tmp_path):
+    out = tmp_path / "run"
+    first = _start("train", "--steps", "300", "--batch-size", "16", "--out", out, "--quiet")
+    second = _start("train", "--steps", "300", "--batch-size", "32", "--out", out, "--quiet")
+    codes = [p.wait(timeout=300) for p in (first, second)]
+    errors = first.stderr.read() + second.stderr.read()
+    assert sorted(codes) == [0, 2], errors  # the loser is refused: by the lock, or as a different run
+    assert "in use by another ganzoo process" in errors or "already holds a different run" in errors
+    _steps_once(out / "log.csv", 300)
+
+
+def test_two_benches_on_one_report_folder(tmp_path, reference_classifier):
+    config = write_bench_config(tmp_path / "b.toml", variants=["vanilla"], seeds=[0, 1], steps=120, eval_every=40,
+                                n_fake=200, checkpoint_every=40)
+    out = tmp_path / "bench"
+    procs = [_start("bench", "--config", config, "--out", out, "--quiet") for _ in range(2)]
+    codes = [p.wait(timeout=300) for p in procs]
+    errors = "".join(p.stderr.read() for p in procs)
+    assert 0 in codes and set(codes) <= {0, 2}, errors
+    if 2 in codes:  # they overlapped (the usual case): the second was refused in one line
+        assert f"report folder {out} is in use by another ganzoo process" in errors
+    records = ResultsStore.open(out).frame()
+    assert sorted(records["key"]) == sorted(set(records["key"])) and len(records) == 4
+    for run in (out / "runs").iterdir():
+        _steps_once(run / "log.csv", 120)
+        assert pd.read_csv(run / "eval.csv")["step"].tolist() == [40, 80, 120]
+
+
+def test_a_held_report_folder_refuses_a_bench(tmp_path):
+    out = tmp_path / "bench"
+    with locks.hold(out, "report folder"):
+        result = run_ganzoo("bench", "--variants", "vanilla", "--seeds", "0", "--steps", "5", "--out", out,
+                            "--quiet")
+    assert result.returncode == 2
+    assert f"ganzoo: error: report folder {out} is in use by another ganzoo process" in result.stderr
+    assert not (out / "results.sqlite").exists()
+
+
+def test_results_store_creation_does_not_race(tmp_path):
+    go = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from ganzoo.store import ResultsStore
+        while not Path({str(go)!r}).exists():
+            time.sleep(0.001)
+        for i in range(15):
+            ResultsStore.open(Path({str(tmp_path)!r}) / f"s{{i}}" / "results.sqlite", create=True).close()
+        """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(2)  # let every process import and wait at the start line
+    go.touch()
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    for i in range(15):
+        meta = ResultsStore.open(tmp_path / f"s{i}").meta()
+        assert meta["format"] == "ganzoo-results"
