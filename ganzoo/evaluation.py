@@ -27,13 +27,12 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, registry
+from . import __version__, caches, registry
 from .config import normalize_dataset_options
 from .data import load_split
 from .devices import resolve_device
 from .errors import GanzooError
 from .files import atomic_write, read_json, write_json
-from .paths import cache_dir
 from .specs import LOGITS_SINK, DatasetSpec, ExtractorRequest, PreparedExtractor
 
 METRICS = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")
@@ -196,7 +195,7 @@ class Scorer:
             feature_layer_kid=p.feature_layers["kid"],
             isc_splits=is_splits, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size, rng_seed=seed,
             batch_size=p.batch_size, cuda=self.device.type == "cuda",
-            cache=self.real_cache_name is not None, cache_root=str(cache_dir() / "fidelity"),
+            cache=self.real_cache_name is not None,
             input2_cache_name=self.real_cache_name,
             save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
             verbose=False,
@@ -210,7 +209,8 @@ class Scorer:
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
         with torch.random.fork_rng(devices=devices), on_device:  # mid-training, the training RNG must not move
             try:
-                raw = torch_fidelity.calculate_metrics(**kwargs)
+                with caches.fidelity_cache(self.real_cache_name) as private_root:  # never a shared folder
+                    raw = torch_fidelity.calculate_metrics(**kwargs, cache_root=private_root)
             except ValueError as exc:  # torch-fidelity's own input checks (vassert)
                 raise GanzooError(f"torch-fidelity refused the evaluation: {_first_line(exc)}") from None
             except (RuntimeError, OSError, EOFError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import run_ganzoo, write_bench_config
 from ganzoo import locks
@@ -98,3 +99,95 @@ def test_results_store_creation_does_not_race(tmp_path):
     for i in range(15):
         meta = ResultsStore.open(tmp_path / f"s{i}").meta()
         assert meta["format"] == "ganzoo-results"
+
+
+# ---- 2. no cache file is ever unpickled with code; 4. every cache entry is verified before use ----
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _damage(path: Path, tensor) -> None:
+    """Change 64 bytes inside the stored values of `tensor` (the file stays a loadable torch file)."""
+    data = bytearray(path.read_bytes())
+    values = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    at = data.find(values[:256])
+    assert at >= 0 and len(values) >= 256
+    data[at + 64:at + 128] = bytes(255 - b for b in data[at + 64:at + 128])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def fakes(test_images):
+    return test_images[:200]
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    from ganzoo.data import load_split
+
+    return load_split("mnist5k", "test").images
+
+
+def test_a_planted_feature_cache_never_runs_code(reference_classifier, fakes, tmp_path):
+    from ganzoo import caches
+    from ganzoo.evaluation import Scorer
+    from ganzoo.paths import cache_dir
+
+    scorer = Scorer("mnist5k", n_real=300, progress=False)
+    clean = Scorer("mnist5k", n_real=300, progress=False, cache=False).score(fakes).metrics
+    marker = tmp_path / "code-ran"
+    evil = {"x": _RunsCodeWhenUnpickled(marker)}
+    prefix = f"{scorer.real_cache_name}-{scorer.prepared.fidelity_name}"
+    planted = [cache_dir() / "fidelity" / f"{prefix}-{suffix}.pt"  # where torch-fidelity itself would look
+               for suffix in ("features-logits", "features-features", "stat-fid-features")]
+    planted.append(caches.fidelity_entry(scorer.real_cache_name))
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(evil, path)
+    assert scorer.score(fakes).metrics == clean
+    assert not marker.exists()
+    assert scorer.score(fakes).metrics == clean  # from the rebuilt entry
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbled", "truncated"])
+def test_a_damaged_feature_cache_is_named_and_rebuilt(reference_classifier, fakes, capsys, damage):
+    from ganzoo import caches
+    from ganzoo.evaluation import Scorer
+
+    scorer = Scorer("mnist5k", n_real=400, progress=False)
+    clean = scorer.score(fakes).metrics
+    entry = caches.fidelity_entry(scorer.real_cache_name)
+    if damage == "garbled":
+        stored = torch.load(entry, weights_only=True)["tensors"]
+        _damage(entry, max(stored.values(), key=lambda t: t.numel()))
+    else:
+        entry.write_bytes(entry.read_bytes()[:1000])
+    capsys.readouterr()
+    assert scorer.score(fakes).metrics == clean
+    assert f"ganzoo: discarding the cache entry {entry}" in capsys.readouterr().err
+    assert scorer.score(fakes).metrics == clean
+    assert capsys.readouterr().err == ""  # rebuilt: read back without complaint
+
+
+def test_a_classifier_with_changed_weights_is_named_and_rebuilt(reference_classifier, tmp_path, monkeypatch, capsys):
+    from ganzoo.evaluation import Scorer
+    from ganzoo_plugins import classifier
+
+    monkeypatch.setenv("GANZOO_CACHE", str(tmp_path))
+    monkeypatch.setitem(classifier.TRAINING, "max_steps", 4)
+    first = Scorer("mnist5k", "classifier", progress=False).prepared
+    path = Path(first.weights_path)
+    _damage(path, torch.load(path, weights_only=True)["state_dict"]["fc1.weight"])
+    again = Scorer("mnist5k", "classifier", progress=False).prepared
+    err = capsys.readouterr().err
+    assert f"classifier {path} does not match the SHA-256 recorded in it" in err and "rebuilding" in err
+    assert again.weights_sha256 == first.weights_sha256
+    assert classifier.load_classifier(path)["sha256"]
+
