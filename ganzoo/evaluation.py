@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -345,7 +346,7 @@ class TrainingEvaluator:
     """
 
     def __init__(self, config, out: Path, device: Any, keep_until: int):
-        from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE
+        from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE, resumable_rows
 
         self.scorer = Scorer(config.dataset, config.eval_extractor, None, EVAL_SEED, str(device),
                              config.inception_weights, config.dataset_options, config.data_root, config.download)
@@ -354,16 +355,18 @@ class TrainingEvaluator:
         self.columns = ("step",) + METRICS + (COVERAGE if self.scorer.prepared.num_classes else ())
         header = ",".join(self.columns) + "\n"
         lines = [header]
-        if keep_until > 0 and self.path.is_file():
+        if keep_until > 0 and (self.path.is_file() or self.protocol_path.is_file()):
             stored = read_json(self.protocol_path, "eval protocol") if self.protocol_path.is_file() else {}
             old = (stored.get("extractor"), stored.get("extractor_weights_sha256"))
             new = (self.scorer.extractor, self.scorer.prepared.weights_sha256)
-            previous = self.path.read_text().splitlines(keepends=True)
-            if (stored and old != new) or (previous and previous[0] != header):
+            # Evaluated before (eval.json): every point of the curve up to the checkpoint must be there.
+            every = config.eval_every
+            previous = resumable_rows(self.path, keep_until, range(every, keep_until + 1, every) if stored else None)
+            if (stored and old != new) or previous[0] != header:
                 raise GanzooError(f"{out} was evaluated during training with extractor '{old[0]}' (weights "
                                   f"{str(old[1])[:12]}); resume with the same --eval-extractor and weights, or "
                                   "pass --overwrite")
-            lines += [ln for ln in previous[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
+            lines += previous[1:]
         atomic_write(self.path, lambda f: f.write("".join(lines)), mode="w")
 
     def __call__(self, generator: torch.nn.Module, step: int) -> float:
@@ -376,6 +379,8 @@ class TrainingEvaluator:
         values = [step] + [result.metrics[c] for c in self.columns[1:]]
         with open(self.path, "a") as f:
             f.write(",".join(str(v) if isinstance(v, int) else f"{v:.8g}" for v in values) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the checkpoint that follows: resume checks every point
         per_eval = {"eval_seconds", "evaluated_at"}
         write_json(self.protocol_path, {k: v for k, v in result.protocol.items() if k not in per_eval})
         return time.perf_counter() - started

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,9 +24,9 @@ from .config import TrainConfig
 from .data import load_split, resolve_root
 from .devices import resolve_device
 from .errors import DivergedError, GanzooError
-from .files import read_json, write_json
+from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
-                   open_run)
+                   open_run, resumable_rows)
 from .sampling import generate, save_grid
 from .specs import DiscriminatorOutput
 
@@ -216,6 +217,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                 started += evaluator(_plain(G, config), done)  # the training clock leaves evaluation out
             if done % config.checkpoint_every == 0 or done == config.steps:
                 wall = wall_before + time.perf_counter() - started
+                log.sync()
                 sha = checkpoint.save(out / CHECKPOINT_FILE, {
                     "config": config.to_dict(), "step": done, "wall_time_s": wall,
                     "generator": G.state_dict(), "discriminator": D.state_dict(),
@@ -329,10 +331,9 @@ class _LogWriter:
 
     def __init__(self, path: Path, keep_until: int):
         self.path = path
-        if keep_until > 0 and path.is_file():
-            lines = path.read_text().splitlines(keepends=True)
-            kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
-            path.write_text("".join(kept))
+        if keep_until > 0:  # every step up to the checkpoint's, once; later rows are trained again
+            kept = resumable_rows(path, keep_until, range(1, keep_until + 1))
+            atomic_write(path, lambda f: f.write("".join(kept)), mode="w")
         else:
             path.write_text(",".join(LOG_COLUMNS) + "\n")
         self.file = open(path, "a")
@@ -341,6 +342,11 @@ class _LogWriter:
         for i, (values, t) in enumerate(zip(rows.tolist(), times)):
             self.file.write(f"{first_step + i}," + ",".join(f"{v:.6g}" for v in values) + f",{t:.4f}\n")
         self.file.flush()
+
+    def sync(self) -> None:
+        """On disk before a checkpoint names its step: a resume after power loss finds every row it needs."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
     def close(self) -> None:
         self.file.close()

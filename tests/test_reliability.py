@@ -191,3 +191,75 @@ def test_a_classifier_with_changed_weights_is_named_and_rebuilt(reference_classi
     assert again.weights_sha256 == first.weights_sha256
     assert classifier.load_classifier(path)["sha256"]
 
+
+# ---- 3. resume checks log.csv and eval.csv against the checkpoint's step ----
+
+INTERRUPTED = dict(steps=60, checkpoint_every=20, batch_size=32, eval_every=20, eval_samples=100)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory, reference_classifier):
+    """A run killed right after its checkpoint at step 40, with 5 more logged steps and a half-written row."""
+    import ganzoo
+    from ganzoo import checkpoint
+
+    real_save = checkpoint.save
+
+    def save_then_crash(path, payload):
+        sha = real_save(path, payload)
+        if payload["step"] == 40:
+            raise KeyboardInterrupt
+        return sha
+
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    checkpoint.save = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ganzoo.train(out=out, progress=False, **INTERRUPTED)
+    finally:
+        checkpoint.save = real_save
+    log = out / "log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 41
+    log.write_text("".join(lines) + "".join(f"{s}" + lines[-1][2:] for s in range(41, 46)) + "46,0.5")
+    return out
+
+
+@pytest.fixture
+def damaged_copy(interrupted_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(interrupted_run, tmp_path / "run"))
+
+
+def _resume(cli, run: Path):
+    s = INTERRUPTED
+    return cli("train", "--steps", s["steps"], "--checkpoint-every", s["checkpoint_every"], "--batch-size",
+               s["batch_size"], "--eval-every", s["eval_every"], "--eval-samples", s["eval_samples"], "--out", run,
+               "--quiet")
+
+
+def test_resume_drops_only_rows_past_the_checkpoint(damaged_copy, cli):
+    code, _, err = _resume(cli, damaged_copy)
+    assert code == 0, err
+    _steps_once(damaged_copy / "log.csv", 60)
+    assert pd.read_csv(damaged_copy / "eval.csv")["step"].tolist() == [20, 40, 60]
+
+
+@pytest.mark.parametrize("name, damage, why", [
+    ("log.csv", lambda t: t[:t.index("\n29,")] + "\n" + t[t.index("\n41,") + 1:], "step 29 is missing"),
+    ("log.csv", lambda t: t[:900], "is missing"),  # cut mid-row, before the checkpoint's step
+    ("log.csv", lambda t: "", "no header line starting with 'step'"),
+    ("log.csv", lambda t: t.replace("\n12,", "\n12,abc,", 1), "line 13 is not a row of"),
+    ("log.csv", lambda t: t.replace("\n13,", "\n12,", 1), "step 12 at line 14 repeats"),
+    ("eval.csv", lambda t: "", "no header line starting with 'step'"),
+    ("eval.csv", lambda t: t.splitlines(keepends=True)[0], "step 20 is missing"),
+])
+def test_resume_refuses_a_damaged_log_naming_the_file(damaged_copy, cli, name, damage, why):
+    path = damaged_copy / name
+    path.write_text(damage(path.read_text()))
+    before = path.read_bytes()
+    code, out, err = _resume(cli, damaged_copy)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"ganzoo: error: {path} is damaged (") and why in err and err.count("\n") == 1, err
+    assert path.read_bytes() == before  # left as it was for the user to restore
