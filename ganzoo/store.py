@@ -90,7 +90,13 @@ class ResultsStore:
         stored = self.meta().get("settings")
         wanted = json.dumps(settings, sort_keys=True)
         if stored is not None and stored != wanted:
-            old = json.loads(stored)
+            try:
+                old = json.loads(stored)
+            except json.JSONDecodeError:
+                old = None
+            if not isinstance(old, dict):
+                raise GanzooError(f"results store {self.path}: its benchmark settings are corrupt; "
+                                  "it was left untouched")
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                              if old.get(k) != settings.get(k))
             raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
@@ -121,16 +127,28 @@ class ResultsStore:
         out = []
         for key, text in rows:
             try:
-                out.append(json.loads(text))
+                record = json.loads(text)
             except json.JSONDecodeError:
-                raise GanzooError(f"results store {self.path}: the record {key} is corrupt") from None
+                record = None
+            if not isinstance(record, dict) or not {"kind", "status"} <= set(record):
+                raise GanzooError(f"results store {self.path}: the record {key} is corrupt")
+            out.append(record)
         return out
 
     def frame(self):
         """One row per stored record (per seed), as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.records())
+        records = self.records()
+        frame = pd.DataFrame(records)
+        # A column of integers with gaps (a failed cell has no protocol) would become floats (300.0): keep them
+        # integers, so that protocols compare and print as they were stored.
+        for column in frame.columns:
+            values = [r[column] for r in records if r.get(column) is not None]
+            if values and frame[column].dtype == float and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in values):
+                frame[column] = frame[column].astype("Int64")
+        return frame
 
     def close(self) -> None:
         self.db.close()
