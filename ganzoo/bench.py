@@ -10,18 +10,19 @@ Ray tasks on a cluster (executors.py); either way this process alone writes the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from . import __version__, locks, registry
-from .config import TrainConfig
+from .config import TrainConfig, normalize_dataset_options
 from .errors import DivergedError, GanzooError
 from .executors import Job, make_executor
 from .store import ResultsStore
@@ -49,12 +50,25 @@ class BenchSpec:
         for name in ("variants", "archs", "datasets", "seeds"):
             value = getattr(self, name)
             if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
+                given, value = value, [v for v in value.split(",") if v.strip()]
+                if not value:  # --variants "" is a mistake, not "every variant" (that is 'all' or no option)
+                    raise GanzooError(f"{name} is empty ({given!r}); give comma-separated names"
+                                      f"{' or all' if name == 'variants' else ''}")
+            elif not isinstance(value, (list, tuple)):
+                raise GanzooError(f"{name} must be a list or a comma-separated string, got {value!r}")
             object.__setattr__(self, name, tuple(v.strip() if isinstance(v, str) else v for v in value))
-        try:
-            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        except ValueError:
-            raise GanzooError(f"seeds must be integers, got {self.seeds!r}") from None
+        seeds = []
+        for s in self.seeds:
+            if isinstance(s, str):  # from the command line
+                with contextlib.suppress(ValueError):
+                    s = int(s)
+            if not isinstance(s, int) or isinstance(s, bool) or s < 0:  # 0.7 or true must not become 0 or 1
+                raise GanzooError(f"seeds must be non-negative integers, got {s!r} in {list(self.seeds)!r}")
+            seeds.append(s)
+        object.__setattr__(self, "seeds", tuple(seeds))
+        for name in ("variants", "archs", "datasets"):
+            if not all(isinstance(v, str) and v for v in getattr(self, name)):
+                raise GanzooError(f"{name} must be names, got {list(getattr(self, name))!r}")
         if self.extractor == "":  # TOML has no null: "" means each dataset's default
             object.__setattr__(self, "extractor", None)
         for name in ("archs", "datasets", "seeds"):
@@ -62,11 +76,28 @@ class BenchSpec:
                 raise GanzooError(f"the benchmark needs at least one entry in {name}")
         if len(set(self.seeds)) != len(self.seeds):
             raise GanzooError(f"seeds repeat: {self.seeds}")
-        for name in ("steps", "n_fake", "eval_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+        for name, least in (("steps", 1), ("n_fake", 2), ("eval_samples", 2), ("n_real", 2)):
+            value = getattr(self, name)
+            if name == "n_real" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                kind = "a positive integer" if least == 1 else "an integer of at least 2 (FID needs a covariance)"
+                raise GanzooError(f"{name.replace('_', '-')} must be {kind}, got {value!r}")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
             raise GanzooError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
+        if not isinstance(self.dataset_options, Mapping):
+            raise GanzooError("dataset_options must be a table of dataset name = {option = value}")
+        options = {}
+        for name, given in self.dataset_options.items():
+            if name not in self.datasets:  # an option nobody reads is a typo, not a setting
+                raise GanzooError(f"dataset_options for '{name}', which is not one of the benchmark's datasets "
+                                  f"({', '.join(self.datasets)})")
+            if not isinstance(given, Mapping):
+                raise GanzooError(f"dataset_options for '{name}' must be a table of option = value, got {given!r}")
+            options[name] = normalize_dataset_options(given)
+        object.__setattr__(self, "dataset_options", options)
+        if not isinstance(self.train, Mapping):
+            raise GanzooError(f"train must be a table of training settings, got {self.train!r}")
         reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device"} & set(self.train)
         if reserved:
             raise GanzooError(f"[train] cannot set {', '.join(sorted(reserved))}: they are benchmark settings")
@@ -85,6 +116,10 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
+        for table in ("train", "dataset_options"):  # read from their own tables only: refuse, never drop
+            if table in settings:
+                raise GanzooError(f"benchmark config {path}: '{table}' is a table of its own ([{table}]), "
+                                  "not a key of [bench]")
         unknown_tables = set(data) - {"bench", "train", "dataset_options"}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
