@@ -75,10 +75,13 @@ def open_run(path: Path | str) -> Run:
     resolved = read_json(path / CONFIG_FILE, "run config")
     try:
         config = TrainConfig.from_dict(resolved["config"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise GanzooError(f"run config {path / CONFIG_FILE} is malformed ({exc})") from None
     status = read_json(path / STATUS_FILE, "run status") if (path / STATUS_FILE).is_file() else {}
-    return Run(path, config, status.get("status", "running"), int(status.get("step", 0)), status)
+    step = status.get("step", 0) if isinstance(status, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(status.get("status", ""), str):
+        raise GanzooError(f"run status {path / STATUS_FILE} is malformed (expected an object with an integer step)")
+    return Run(path, config, status.get("status", "running"), step, status)
 
 
 def resumable_rows(path: Path, upto: int, expected: Optional[Iterable[int]] = None) -> list[str]:

@@ -82,6 +82,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     torch.manual_seed(config.seed)
     G = arch.spec.build_generator(config.latent_dim, dataset.shape).to(device)
     D = arch.spec.build_discriminator(dataset.shape).to(device)
+    if config.batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in (*G.modules(),
+                                                                                                 *D.modules())):
+        raise GanzooError(f"architecture '{config.arch}' uses batch norm, which needs a batch size of at least 2")
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
         G.to(memory_format=layout)
