@@ -263,3 +263,169 @@ def test_resume_refuses_a_damaged_log_naming_the_file(damaged_copy, cli, name, d
     assert code == 2 and out == "", err
     assert err.startswith(f"ganzoo: error: {path} is damaged (") and why in err and err.count("\n") == 1, err
     assert path.read_bytes() == before  # left as it was for the user to restore
+
+
+# ---- 5, 7, 10: settings refused before anything is created; every TOML key works or is refused by name ----
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "-1"], "seeds must be non-negative integers, got -1"),
+    (["--n-fake", "1"], "n-fake must be an integer of at least 2"),
+    (["--variants", ""], "variants is empty"),
+    (["--dataset-option", "colour=red"], "dataset 'mnist5k' takes no options, got colour"),
+])
+def test_bad_bench_settings_create_nothing(tmp_path, cli, argv, message):
+    code, out, err = cli("bench", "--out", tmp_path / "b", "--quiet", *argv)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[bench]\nseeds = [0.7, 1.9]\n", "seeds must be non-negative integers, got 0.7"),
+    ("[bench]\nseeds = [true]\n", "seeds must be non-negative integers, got True"),
+    ("[bench]\nseeds = 0\n", "seeds must be a list or a comma-separated string, got 0"),
+    ("[bench]\n[bench.dataset_options]\nmnist5k = {size = 28}\n", "'dataset_options' is a table of its own"),
+    ("[bench]\n[dataset_options]\nmnist = {size = 28}\n", "dataset_options for 'mnist', which is not one of"),
+])
+def test_bad_bench_toml_is_refused_by_name(tmp_path, cli, toml, message):
+    config = tmp_path / "b.toml"
+    config.write_text(toml)
+    code, out, err = cli("bench", "--config", config, "--out", tmp_path / "b", "--quiet")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_dataset_option_reaches_every_dataset():
+    from ganzoo.bench import BenchSpec
+
+    spec = BenchSpec(datasets="mnist5k,imagefolder", dataset_options={"imagefolder": {"size": 16}})
+    assert spec.dataset_options == {"imagefolder": {"size": "16"}}  # as --dataset-option size=16 gives it
+    assert spec.train_config("vanilla", "mlp", "imagefolder", 0).dataset_options == {"size": "16"}
+
+
+# ---- 6. integer fields stay integers ----
+
+
+def _store(folder: Path, n_fake, failed: bool) -> Path:
+    records = [{"kind": "run", "variant": "vanilla", "arch": "mlp", "dataset": "mnist5k", "seed": 0,
+                "status": "completed", "error": "", "fid": 10.0, "is_mean": 2.0, "kid_mean": 0.1,
+                "protocol.n_fake": n_fake, "protocol.extractor": "classifier"}]
+    if failed:
+        records.append({**{k: v for k, v in records[0].items() if not k.startswith("protocol.")}, "seed": 1,
+                        "status": "failed", "error": "out of memory in the generator", "fid": None})
+    store = ResultsStore.open(folder / "results.sqlite", create=True)
+    for i, r in enumerate(records):
+        store.put(f"run:{i}", r)
+    store.close()
+    return folder
+
+
+def test_integer_protocol_fields_stay_integers(tmp_path):
+    from ganzoo import compare, leaderboard
+    from ganzoo.leaderboard import render
+
+    a, b = _store(tmp_path / "a", 300, failed=True), _store(tmp_path / "b", 300, failed=False)
+    compare(a, b)  # used to refuse: n_fake: 300.0 vs 300
+    text = render(leaderboard(a), "md")
+    assert "n_fake=300" in text and "300.0" not in text
+
+
+# ---- 8. one line and exit 2 instead of an internal error; a closed pipe is not an error ----
+
+
+def test_internal_errors_become_one_line(tmp_path, cli, tiny_run):
+    import json
+    import shutil
+    import sqlite3
+
+    def refused(*argv, says):
+        code, out, err = cli(*argv)
+        assert code == 2 and says in err and err.startswith("ganzoo: error:") and err.count("\n") == 1, err
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused("bench", "--out", afile, "--quiet", says=f"report folder {afile} exists and is not a folder")
+    board = _store(tmp_path / "board", 300, failed=False)
+    refused("leaderboard", board, "--output", tmp_path, says=f"cannot write {tmp_path}: it is a folder")
+    refused("train", "--arch", "dcgan", "--batch-size", "1", "--steps", "2", "--out", tmp_path / "bn",
+            says="architecture 'dcgan' uses batch norm, which needs a batch size of at least 2")
+    db = sqlite3.connect(board / "results.sqlite")
+    with db:
+        db.execute("INSERT INTO meta VALUES ('settings', '{garbled')")
+    db.close()
+    refused("bench", "--out", board, "--quiet", "--variants", "vanilla", "--seeds", "0",
+            says="its benchmark settings are corrupt")
+    db = sqlite3.connect(board / "results.sqlite")
+    with db:
+        db.execute("UPDATE results SET record = '[1, 2]'")
+    db.close()
+    refused("leaderboard", board, says="the record run:0 is corrupt")
+    for name, text, says in (("run.json", "[1, 2]", "run status"), ("run.json", '{"step": "abc"}', "run status"),
+                             ("config.json", None, "malformed (dataset shape")):
+        run = Path(shutil.copytree(tiny_run.path, tmp_path / f"run-{name}-{len(text or '')}"))
+        if text is None:
+            resolved = json.loads((run / name).read_text())
+            resolved["resolved"]["dataset"]["shape"] = {"channels": "one"}
+            text = json.dumps(resolved)
+        (run / name).write_text(text)
+        refused("sample", "--run", run, "--n", "4", "--grid", tmp_path / "g.png", says=says)
+
+
+def test_a_closed_pipe_is_not_an_error():
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line, as `ganzoo list | head -0` would be
+    result = subprocess.run([sys.executable, "-m", "ganzoo", "list"], stdout=write, stderr=subprocess.PIPE,
+                            text=True, timeout=120)
+    os.close(write)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+# ---- 9. new files get the mode the umask gives ----
+
+
+def test_written_files_follow_the_umask(tmp_path, tiny_run):
+    from ganzoo.files import atomic_write, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        os.umask(0o027)
+        atomic_write(tmp_path / "b.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
+    for name in ("config.json", "run.json", "checkpoint.pt", "samples.png"):
+        assert (tiny_run.path / name).stat().st_mode & 0o777 == 0o666 & ~old, name
+
+
+# ---- 11. failed cells' reasons in every table; a stopped --jobs benchmark leaks nothing ----
+
+
+def test_failed_cells_show_their_error_in_every_table(tmp_path):
+    from ganzoo import leaderboard
+    from ganzoo.leaderboard import render
+
+    board = leaderboard(_store(tmp_path / "a", 300, failed=True))
+    for fmt in ("md", "latex", "html"):
+        assert "1 failed: out of memory in the generator" in render(board, fmt), fmt
+
+
+def test_ctrl_c_on_bench_jobs_leaks_no_semaphore(tmp_path, reference_classifier):
+    import signal
+
+    config = write_bench_config(tmp_path / "b.toml", variants=["vanilla", "lsgan"], seeds=[0], steps=20000,
+                                eval_every=0, n_fake=200, checkpoint_every=100)
+    out = tmp_path / "bench"
+    proc = subprocess.Popen([sys.executable, "-m", "ganzoo", "bench", "--config", config, "--out", out, "--quiet",
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        while len([p for p in out.glob("runs/*/checkpoint.pt")]) < 2:  # both cells training
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err
