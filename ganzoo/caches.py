@@ -21,6 +21,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from .errors import GanzooError
 from .files import atomic_write
 from .paths import cache_dir
 
@@ -87,7 +88,10 @@ def fidelity_cache(name: Optional[str]) -> Iterator[Optional[str]]:
         yield private
         written = {p.name for p in Path(private).glob("*.pt")}
         if written != set(items):
-            _save_features(path, name, {f: _read_fidelity_file(Path(private) / f) for f in sorted(written)})
+            try:
+                _save_features(path, name, {f: _read_fidelity_file(Path(private) / f) for f in sorted(written)})
+            except GanzooError as exc:  # a read-only shared cache: the scores stand, the next call recomputes
+                print(f"ganzoo: warning: could not cache features: {exc}", file=sys.stderr)
 
 
 def _read_fidelity_file(path: Path) -> Any:
