@@ -10,18 +10,19 @@ Ray tasks on a cluster (executors.py); either way this process alone writes the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
-from . import __version__, registry
-from .config import TrainConfig, describe_training
+from . import __version__, locks, registry
+from .config import TrainConfig, describe_training, normalize_dataset_options
 from .errors import DivergedError, GanzooError
 from .executors import Job, make_executor
 from .store import ResultsStore
@@ -54,12 +55,25 @@ class BenchSpec:
         for name in ("variants", "archs", "datasets", "seeds"):
             value = getattr(self, name)
             if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
+                given, value = value, [v for v in value.split(",") if v.strip()]
+                if not value:  # --variants "" is a mistake, not "every variant" (that is 'all' or no option)
+                    raise GanzooError(f"{name} is empty ({given!r}); give comma-separated names"
+                                      f"{' or all' if name == 'variants' else ''}")
+            elif not isinstance(value, (list, tuple)):
+                raise GanzooError(f"{name} must be a list or a comma-separated string, got {value!r}")
             object.__setattr__(self, name, tuple(v.strip() if isinstance(v, str) else v for v in value))
-        try:
-            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        except ValueError:
-            raise GanzooError(f"seeds must be integers, got {self.seeds!r}") from None
+        seeds = []
+        for s in self.seeds:
+            if isinstance(s, str):  # from the command line
+                with contextlib.suppress(ValueError):
+                    s = int(s)
+            if not isinstance(s, int) or isinstance(s, bool) or s < 0:  # 0.7 or true must not become 0 or 1
+                raise GanzooError(f"seeds must be non-negative integers, got {s!r} in {list(self.seeds)!r}")
+            seeds.append(s)
+        object.__setattr__(self, "seeds", tuple(seeds))
+        for name in ("variants", "archs", "datasets"):
+            if not all(isinstance(v, str) and v for v in getattr(self, name)):
+                raise GanzooError(f"{name} must be names, got {list(getattr(self, name))!r}")
         if self.extractor == "":  # TOML has no null: "" means each dataset's default
             object.__setattr__(self, "extractor", None)
         for name in ("archs", "datasets", "seeds"):
@@ -67,21 +81,41 @@ class BenchSpec:
                 raise GanzooError(f"the benchmark needs at least one entry in {name}")
         if len(set(self.seeds)) != len(self.seeds):
             raise GanzooError(f"seeds repeat: {self.seeds}")
-        for name in ("steps", "n_fake", "eval_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise GanzooError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+        for name, least in (("steps", 1), ("n_fake", 2), ("eval_samples", 2), ("n_real", 2)):
+            value = getattr(self, name)
+            if name == "n_real" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                kind = "a positive integer" if least == 1 else "an integer of at least 2 (FID needs a covariance)"
+                raise GanzooError(f"{name.replace('_', '-')} must be {kind}, got {value!r}")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
             raise GanzooError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
-        for table in ("dataset_options", "variant_options"):
-            value = getattr(self, table)
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise GanzooError(f"{table} must map each name to a table of options, got {value!r}")
+        if not isinstance(self.dataset_options, Mapping):
+            raise GanzooError("dataset_options must be a table of dataset name = {option = value}")
+        options = {}
+        for name, given in self.dataset_options.items():
+            if name not in self.datasets:  # an option nobody reads is a typo, not a setting
+                raise GanzooError(f"dataset_options for '{name}', which is not one of the benchmark's datasets "
+                                  f"({', '.join(self.datasets)})")
+            if not isinstance(given, Mapping):
+                raise GanzooError(f"dataset_options for '{name}' must be a table of option = value, got {given!r}")
+            options[name] = normalize_dataset_options(given)
+        object.__setattr__(self, "dataset_options", options)
+        if not isinstance(self.train, Mapping):
+            raise GanzooError(f"train must be a table of training settings, got {self.train!r}")
+        if not isinstance(self.variant_options, Mapping) or not all(isinstance(v, Mapping)
+                                                                    for v in self.variant_options.values()):
+            raise GanzooError(f"variant_options must map each variant to a table of options, got "
+                              f"{self.variant_options!r}")
+        object.__setattr__(self, "variant_options", {k: dict(v) for k, v in self.variant_options.items()})
         if self.variants:
             stray = sorted(set(self.variant_options) - set(self.variants))
             if stray:
                 raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train "
                                   f"(variants: {', '.join(self.variants)})")
         if self.sweep is not None:
+            if not isinstance(self.sweep, Mapping):
+                raise GanzooError(f"sweep must be a table, got {self.sweep!r}")
             object.__setattr__(self, "sweep", dict(self.sweep))
             sweep = self.sweep_spec()
             if sweep.selection_seed in self.seeds:
@@ -106,6 +140,10 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
+        for table in ("train", "dataset_options", "variant_options", "sweep"):  # their own tables: refuse, never drop
+            if table in settings:
+                raise GanzooError(f"benchmark config {path}: '{table}' is a table of its own ([{table}]), "
+                                  "not a key of [bench]")
         unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options", "sweep"}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
@@ -255,11 +293,6 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                             ("extractor", [spec.extractor] if spec.extractor else [])):
             for name in names:
                 registry.require_installed(kind, name, why)
-    fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
-    store = ResultsStore.open(out / "results.sqlite", create=True)
-    store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
-                                                          "git_commit": source_revision()})
-
     # Three stages, in this order: the reference rows first train the reference classifier any cell then reuses.
     real = [Job(f"real:{d}", f"real {d}", _real_row, dict(spec=spec, dataset=d, inception_weights=inception_weights),
                 row={"kind": "real", "variant": "real data", "arch": "-", "dataset": d, "seed": 0})
@@ -273,44 +306,52 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     cells = [_cell_job(config, out, spec, show, inception_weights) for config, _, _ in configs]
     search = [_cell_job(config, out, spec, show, inception_weights, kind="search", setting=(i, applied))
               for _, _, _, i, config, applied in searched]
-    # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
-    stages = [[job for job in stage if not store.has(job.key, final_only=stage in (cells, search))]
-              for stage in (real, untrained, search, cells)]
-    from tqdm.auto import tqdm
+    # Every cell's settings are checked above (train_config) before the report folder is created or locked.
+    fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
+    # The driver holds the report folder for the whole benchmark; its cells lock their own run folders (in this
+    # process, in --jobs children or on Ray workers), so they never wait on it.
+    with locks.hold(out, "report folder"):
+        store = ResultsStore.open(out / "results.sqlite", create=True)
+        store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
+                                                              "git_commit": source_revision()})
+        # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
+        stages = [[job for job in stage if not store.has(job.key, final_only=stage in (cells, search))]
+                  for stage in (real, untrained, search, cells)]
+        from tqdm.auto import tqdm
 
-    total = len(real) + len(untrained) + len(search) + len(cells) + (len(groups) * len(spec.seeds) if sweep else 0)
-    bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
-               desc="bench", position=0, dynamic_ncols=True)
-    try:
-        if any(stages) or sweep is not None:
-            with runner.session(spec, out):
-                for todo in stages:
-                    for job, record in runner.run(todo, bar):
-                        store.put(job.key, record)
-                        bar.update()
-                if sweep is not None:  # the report stage: each variant's chosen setting on the report seeds
-                    report = [job for job in _report_jobs(spec, store, searched, out, show, inception_weights)
-                              if not store.has(job.key, final_only=True)]
-                    bar.total = bar.n + len(report)  # what is left, now that it is known
-                    bar.refresh()
-                    for job, record in runner.run(report, bar):
-                        store.put(job.key, record)
-                        bar.update()
-    except BaseException:
+        total = len(real) + len(untrained) + len(search) + len(cells) + (len(groups) * len(spec.seeds) if sweep else 0)
+        bar = tqdm(total=total, initial=total - sum(map(len, stages)), disable=not progress, unit="cell",
+                   desc="bench", position=0, dynamic_ncols=True)
+        try:
+            if any(stages) or sweep is not None:
+                with runner.session(spec, out):
+                    for todo in stages:
+                        for job, record in runner.run(todo, bar):
+                            store.put(job.key, record)
+                            bar.update()
+                    if sweep is not None:  # the report stage: each variant's chosen setting on the report seeds
+                        report = [job for job in _report_jobs(spec, store, searched, out, show, inception_weights)
+                                  if not store.has(job.key, final_only=True)]
+                        bar.total = bar.n + len(report)  # what is left, now that it is known
+                        bar.refresh()
+                        for job, record in runner.run(report, bar):
+                            store.put(job.key, record)
+                            bar.update()
+        except BaseException:
+            bar.close()
+            if fresh and not store.records() and not (out / "runs").exists():
+                # e.g. Ray unreachable, a dataset's files missing: an empty store would still tie the folder to
+                # this protocol, refusing a corrected command with other settings
+                store.close()
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         bar.close()
-        if fresh and not store.records() and not (out / "runs").exists():
-            # e.g. Ray unreachable, a dataset's files missing: an empty store would still tie the folder to
-            # this protocol, refusing a corrected command with other settings
-            store.close()
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    bar.close()
 
-    board = leaderboard(out)
-    write_reports(out, board)
-    if command is None:  # called from Python: the settings it resolved to, enough to make it again
-        command = f"ganzoo.bench(ganzoo.bench.BenchSpec.from_dict({spec.to_dict()!r}), out={str(out)!r})"
-    write_html_report(out, board, per_seed(out), command, store.meta())
+        board = leaderboard(out)
+        write_reports(out, board)
+        if command is None:  # called from Python: the settings it resolved to, enough to make it again
+            command = f"ganzoo.bench(ganzoo.bench.BenchSpec.from_dict({spec.to_dict()!r}), out={str(out)!r})"
+        write_html_report(out, board, per_seed(out), command, store.meta())
     return board
 
 

@@ -320,6 +320,9 @@ def _add_bench(p):
                    help="a variant's option, repeatable, e.g. r1.gamma=1 (adds to a preset's [variant_options])")
     p.add_argument("--inception-weights", default=None, help="path to the Inception weights file, if not cached")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option for every dataset of the benchmark, repeatable (over the TOML's "
+                        "[dataset_options]); e.g. imagefolder's folder=DIR size=64 channels=3")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", default="bench", help="report folder (default bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -344,19 +347,23 @@ def _add_bench(p):
 @command("bench", "train and score a grid of variants x archs x datasets x seeds; resumable; writes a report")
 @arguments(_add_bench)
 def run_bench(args) -> int:
-    from .bench import bench
+    from .bench import bench, load_spec
     from .executors import make_executor
     from .leaderboard import render
 
     executor = make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
                              gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
                              max_retries=args.max_retries)
-    board = bench(out=args.out, progress=not args.quiet, config=args.config, inception_weights=args.inception_weights,
-                  variants=args.variants, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
-                  steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake, extractor=args.extractor,
-                  data_root=args.data_root, device=args.device, executor=executor,
-                  variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard,
-                  command=shlex.join(["ganzoo", *args.argv]))
+    spec = load_spec(args.config, variants=args.variants, archs=args.archs, datasets=args.datasets,
+                     seeds=args.seeds, steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake,
+                     extractor=args.extractor, data_root=args.data_root, device=args.device,
+                     variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard)
+    if args.dataset_option:
+        options = parse_options(args.dataset_option)
+        spec = dataclasses.replace(spec, dataset_options={
+            d: {**spec.dataset_options.get(d, {}), **options} for d in spec.datasets})
+    board = bench(spec, out=args.out, progress=not args.quiet, inception_weights=args.inception_weights,
+                  executor=executor, command=shlex.join(["ganzoo", *args.argv]))
     print(render(board, "md"))
     print(f"report: {args.out}/report.html (and leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
     if not board.attrs.get("all_completed"):
@@ -430,7 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit: a reader that closed the pipe is caught below
+        return code
+    except BrokenPipeError:  # `ganzoo list | head -1`: the reader has what it wanted; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit has nowhere to fail
+        return 0
     except DivergedError as exc:
         print(f"ganzoo: error: {exc}", file=sys.stderr)
         return 3

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -29,13 +30,12 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, registry
+from . import __version__, caches, registry
 from .config import normalize_dataset_options
 from .data import load_split
 from .devices import resolve_device
 from .errors import GanzooError
 from .files import atomic_write, read_json, write_json
-from .paths import cache_dir
 from .specs import LOGITS_SINK, DatasetSpec, ExtractorRequest, PreparedExtractor
 
 METRICS = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")
@@ -213,7 +213,7 @@ class Scorer:
             feature_layer_kid=p.feature_layers["kid"],
             isc_splits=is_splits, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size, rng_seed=seed,
             batch_size=p.batch_size, cuda=self.device.type == "cuda",
-            cache=self.real_cache_name is not None, cache_root=str(cache_dir() / "fidelity"),
+            cache=self.real_cache_name is not None,
             input2_cache_name=self.real_cache_name,
             save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
             verbose=False,
@@ -227,7 +227,8 @@ class Scorer:
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
         with torch.random.fork_rng(devices=devices), on_device:  # mid-training, the training RNG must not move
             try:
-                raw = torch_fidelity.calculate_metrics(**kwargs)
+                with caches.fidelity_cache(self.real_cache_name) as private_root:  # never a shared folder
+                    raw = torch_fidelity.calculate_metrics(**kwargs, cache_root=private_root)
             except ValueError as exc:  # torch-fidelity's own input checks (vassert)
                 raise GanzooError(f"torch-fidelity refused the evaluation: {_first_line(exc)}") from None
             except (RuntimeError, OSError, EOFError) as exc:
@@ -365,7 +366,7 @@ class TrainingEvaluator:
     """
 
     def __init__(self, config, out: Path, device: Any, keep_until: int):
-        from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE
+        from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE, resumable_rows
 
         self.scorer = Scorer(config.dataset, config.eval_extractor, None, EVAL_SEED, str(device),
                              config.inception_weights, config.dataset_options, config.data_root, config.download)
@@ -374,16 +375,18 @@ class TrainingEvaluator:
         self.columns = ("step",) + METRICS + (COVERAGE if self.scorer.prepared.num_classes else ())
         header = ",".join(self.columns) + "\n"
         lines = [header]
-        if keep_until > 0 and self.path.is_file():
+        if keep_until > 0 and (self.path.is_file() or self.protocol_path.is_file()):
             stored = read_json(self.protocol_path, "eval protocol") if self.protocol_path.is_file() else {}
             old = (stored.get("extractor"), stored.get("extractor_weights_sha256"))
             new = (self.scorer.extractor, self.scorer.prepared.weights_sha256)
-            previous = self.path.read_text().splitlines(keepends=True)
-            if (stored and old != new) or (previous and previous[0] != header):
+            # Evaluated before (eval.json): every point of the curve up to the checkpoint must be there.
+            every = config.eval_every
+            previous = resumable_rows(self.path, keep_until, range(every, keep_until + 1, every) if stored else None)
+            if (stored and old != new) or previous[0] != header:
                 raise GanzooError(f"{out} was evaluated during training with extractor '{old[0]}' (weights "
                                   f"{str(old[1])[:12]}); resume with the same --eval-extractor and weights, or "
                                   "pass --overwrite")
-            lines += [ln for ln in previous[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
+            lines += previous[1:]
         atomic_write(self.path, lambda f: f.write("".join(lines)), mode="w")
 
     def __call__(self, generator: torch.nn.Module, step: int) -> float:
@@ -397,6 +400,8 @@ class TrainingEvaluator:
         self.last = dict(zip(self.columns[1:], values[1:]))  # for TensorBoard
         with open(self.path, "a") as f:
             f.write(",".join(str(v) if isinstance(v, int) else f"{v:.8g}" for v in values) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the checkpoint that follows: resume checks every point
         per_eval = {"eval_seconds", "evaluated_at"}
         write_json(self.protocol_path, {k: v for k, v in result.protocol.items() if k not in per_eval})
         return time.perf_counter() - started

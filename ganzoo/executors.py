@@ -50,6 +50,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from contextlib import contextmanager, suppress
@@ -64,6 +65,7 @@ from .runs import RUN_FILES
 # each executor and the options it takes
 OPTIONS = {"local": {"jobs"}, "ray": {"address", "gpus_per_run", "cpus_per_run", "max_retries"}}
 RAY_MISSING = "the Ray executor needs Ray: pip install 'ganzoo[ray]'"
+STOP_GRACE_S = 10  # how long a stopped benchmark waits for its child processes to exit cleanly
 
 
 @dataclass(frozen=True)
@@ -159,10 +161,17 @@ def _run_in_children(jobs: list[Job], limit: int, bar) -> Iterator[tuple[Job, di
                                       "rerun the command to retry it from its last checkpoint"}
                 yield job, value
     finally:
+        # Stop what is still running as Ctrl-C would: a child interrupted by SIGINT returns and exits normally,
+        # releasing its semaphores and locks (SIGKILL straight away left the resource tracker warning about
+        # leaked semaphores). One that does not stop in time is killed.
         for process, _ in running.values():
-            process.kill()
+            with suppress(OSError):
+                os.kill(process.pid, signal.SIGINT)
         for process, _ in running.values():
-            process.join()
+            process.join(timeout=STOP_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _show(bar, running: dict) -> None:
@@ -181,7 +190,7 @@ def _child(fn: Callable[..., dict], kwargs: dict, threads: int, parent: int, sen
     try:
         send.send(("ok", fn(**kwargs)))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the driver handles it
-        pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver's own SIGINT may follow: exit cleanly once
     except Exception as exc:  # noqa: BLE001 - handed to the driver, which raises it as a local run would
         try:
             send.send(("error", exc))
@@ -193,7 +202,6 @@ def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel kill this process when the driver dies (even by SIGKILL); elsewhere, best effort."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         with suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
@@ -203,8 +211,6 @@ def _die_with_parent(parent: int) -> None:
 
 def _exit_reason(code: Optional[int]) -> str:
     if code is not None and code < 0:
-        import signal
-
         with suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"

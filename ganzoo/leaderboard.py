@@ -75,7 +75,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                    "wall_time_s", "images_per_s"):
         if column not in frame:
             frame[column] = np.nan
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     rows = []
     for keys, group in frame.groupby(GROUP, sort=False, dropna=False):
         done = group[group["status"] == "completed"]
@@ -207,7 +207,9 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     out["steps"] = [_fmt(v, ".0f") for v in board["steps"]]
     out["train s"] = [_fmt(v, ".0f") for v in board["wall_time_s"]]
     out["img/s"] = [_fmt(v, ".0f") for v in board["images_per_s"]]
-    out["status"] = board["status"]
+    errors = board["error"] if "error" in board else pd.Series("", index=board.index)
+    out["status"] = [f"{status}: {_shorten(error)}" if isinstance(error, str) and error else status
+                     for status, error in zip(board["status"], errors)]  # the reason, not just "1 failed"
     return out
 
 
@@ -229,6 +231,11 @@ def _recipe_cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def protocol_lines(board: pd.DataFrame) -> list[str]:

@@ -75,7 +75,10 @@ def _resolved_shape(run: Run) -> ImageShape:
     shape = read_json(run.path / CONFIG_FILE, "run config").get("resolved", {}).get("dataset", {}).get("shape")
     if not shape:
         return registry.dataset(run.config.dataset, run.config.dataset_options).shape
-    return ImageShape(int(shape["channels"]), int(shape["size"]))
+    try:
+        return ImageShape(int(shape["channels"]), int(shape["size"]))
+    except (KeyError, TypeError, ValueError):
+        raise GanzooError(f"run config {run.path / CONFIG_FILE} is malformed (dataset shape {shape!r})") from None
 
 
 def sample(run: Run | Path | str, n: int = 64, seed: int = 0, out: Optional[Path | str] = None,

@@ -19,16 +19,16 @@ FORMAT = "ganzoo-results"
 VERSION = "1"
 FINAL_STATUSES = ("completed", "diverged")  # a failed cell is retried on the next run; these are not
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS results (
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,      -- run:<config hash>, real:<dataset>, untrained:<arch>:<dataset>
     kind TEXT NOT NULL,        -- run, real, untrained
     status TEXT NOT NULL,      -- completed, failed, diverged
     record TEXT NOT NULL,      -- the flat JSON record: axes, metrics, protocol.*, training stats
     written_at TEXT NOT NULL
-);
-"""
+)""",
+)
 
 
 class ResultsStore:
@@ -41,17 +41,10 @@ class ResultsStore:
         path = Path(path)
         if path.is_dir():
             path = path / "results.sqlite"
-        if not path.is_file():
-            if not create:
-                raise GanzooError(f"no ganzoo results at {path} (run `ganzoo bench --out {path.parent}` first)")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=60)
-            with db:
-                db.executescript(SCHEMA)
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", FORMAT), ("version", VERSION), ("created_by", f"ganzoo {__version__}"),
-                    ("created_at", _now())])
-            return cls(path, db)
+        if not path.is_file() and not create:
+            raise GanzooError(f"no ganzoo results at {path} (run `ganzoo bench --out {path.parent}` first)")
+        if create:
+            cls._create(path)
         try:
             db = sqlite3.connect(f"file:{path}?mode={'rw' if create else 'ro'}", uri=True, timeout=60)
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -65,6 +58,29 @@ class ResultsStore:
                               f"this ganzoo reads version {VERSION}")
         return cls(path, db)
 
+    @staticmethod
+    def _create(path: Path) -> None:
+        """Make the tables and meta rows of a new store, safely when several processes do it at once: an
+        immediate transaction lets one set up the empty file while the others wait, then find it done."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GanzooError(f"cannot create the results store {path}: {exc}") from None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if not db.execute("SELECT name FROM sqlite_master").fetchall():  # an empty file: ours to set up
+                for statement in SCHEMA:
+                    db.execute(statement)
+                db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [
+                    ("format", FORMAT), ("version", VERSION), ("created_by", f"ganzoo {__version__}"),
+                    ("created_at", _now())])
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError:
+            pass  # not a SQLite file, or another one: reported (and left untouched) by open() below
+        finally:
+            db.close()
+
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
 
@@ -74,7 +90,13 @@ class ResultsStore:
         stored = self.meta().get("settings")
         wanted = json.dumps(settings, sort_keys=True)
         if stored is not None and stored != wanted:
-            old = json.loads(stored)
+            try:
+                old = json.loads(stored)
+            except json.JSONDecodeError:
+                old = None
+            if not isinstance(old, dict):
+                raise GanzooError(f"results store {self.path}: its benchmark settings are corrupt; "
+                                  "it was left untouched")
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                              if old.get(k) != settings.get(k))
             raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
@@ -105,16 +127,28 @@ class ResultsStore:
         out = []
         for key, text in rows:
             try:
-                out.append(json.loads(text))
+                record = json.loads(text)
             except json.JSONDecodeError:
-                raise GanzooError(f"results store {self.path}: the record {key} is corrupt") from None
+                record = None
+            if not isinstance(record, dict) or not {"kind", "status"} <= set(record):
+                raise GanzooError(f"results store {self.path}: the record {key} is corrupt")
+            out.append(record)
         return out
 
     def frame(self):
         """One row per stored record (per seed), as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.records())
+        records = self.records()
+        frame = pd.DataFrame(records)
+        # A column of integers with gaps (a failed cell has no protocol) would become floats (300.0): keep them
+        # integers, so that protocols compare and print as they were stored.
+        for column in frame.columns:
+            values = [r[column] for r in records if r.get(column) is not None]
+            if values and frame[column].dtype == float and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in values):
+                frame[column] = frame[column].astype("Int64")
+        return frame
 
     def close(self) -> None:
         self.db.close()

@@ -23,14 +23,14 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, checkpoint, registry
+from . import __version__, checkpoint, locks, registry
 from .config import TrainConfig
 from .data import load_split, resolve_root
 from .devices import resolve_device
 from .errors import DivergedError, GanzooError
-from .files import read_json, write_json
+from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
-                   open_run)
+                   open_run, resumable_rows)
 from .sampling import generate, save_grid
 from .registry import declared_arguments
 from .specs import DiscriminatorOutput, Recipe, VariantSpec
@@ -58,8 +58,8 @@ def train(config: Optional[TrainConfig] = None, *, out: Optional[Path | str] = N
     elif settings:
         raise GanzooError("pass either a TrainConfig or settings as keywords, not both")
     config = resolve(config)
-    with _cpu_threads(config.threads), _flush_denormals():
-        return _train(config, out, overwrite, progress)
+    with _cpu_threads(config.threads), _flush_denormals(), contextlib.ExitStack() as held:
+        return _train(config, out, overwrite, progress, held)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -82,7 +82,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         arch_options=registry.option_values("architecture", arch_entry.spec, config.arch_options))
 
 
-def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool) -> Run:
+def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool,
+           held: contextlib.ExitStack) -> Run:
     variant = registry.variant(config.variant, config.variant_options)
     arch = registry.get("architecture", config.arch)
     arch_spec = registry.configure("architecture", arch.spec, config.arch_options)
@@ -93,6 +94,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                           f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
+    held.enter_context(locks.hold(out, "run folder"))  # until train() returns: one writer per run folder
     existing = _prepare_folder(out, config, overwrite)
     if existing is not None and existing.status == "completed":
         return existing
@@ -108,6 +110,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     torch.manual_seed(config.seed)
     G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
     D = arch_spec.build_discriminator(dataset.shape).to(device)
+    if config.batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in (*G.modules(),
+                                                                                                 *D.modules())):
+        raise GanzooError(f"architecture '{config.arch}' uses batch norm, which needs a batch size of at least 2")
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
         G.to(memory_format=layout)
@@ -294,6 +299,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     if tensorboard is not None:
                         tensorboard.flush()  # what the checkpoint covers is on disk before it
                     wall = wall_before + time.perf_counter() - started
+                    log.sync()
                     sha = checkpoint.save(out / CHECKPOINT_FILE, {
                         "config": config.to_dict(), "step": done, "wall_time_s": wall,
                         "generator": G.state_dict(), "discriminator": D.state_dict(),
@@ -482,10 +488,9 @@ class _LogWriter:
 
     def __init__(self, path: Path, keep_until: int, columns: tuple[str, ...] = LOG_COLUMNS):
         self.path, self.columns = path, columns
-        if keep_until > 0 and path.is_file():
-            lines = path.read_text().splitlines(keepends=True)
-            kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= keep_until]
-            path.write_text("".join(kept))
+        if keep_until > 0:  # every step up to the checkpoint's, once; later rows are trained again
+            kept = resumable_rows(path, keep_until, range(1, keep_until + 1))
+            atomic_write(path, lambda f: f.write("".join(kept)), mode="w")
         else:
             path.write_text(",".join(columns) + "\n")
         self.file = open(path, "a")
@@ -496,6 +501,11 @@ class _LogWriter:
             cells = (f"{v:.6g}" if i < 4 or v == v else "" for i, v in enumerate(values))
             self.file.write(f"{first_step + n}," + ",".join(cells) + f",{t:.4f}\n")
         self.file.flush()
+
+    def sync(self) -> None:
+        """On disk before a checkpoint names its step: a resume after power loss finds every row it needs."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
     def close(self) -> None:
         self.file.close()
@@ -544,7 +554,7 @@ def _prepare_folder(out: Path, config: TrainConfig, overwrite: bool) -> Optional
             raise GanzooError(f"{out} holds this run, which diverged at step {stored.step}; "
                               "pass --overwrite to train it again")
         return stored
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != locks.LOCK_FILE for p in out.iterdir()) and not overwrite:
         raise GanzooError(f"{out} is not empty and holds no ganzoo run; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return None

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
-import pickle
 import sys
 import time
 from datetime import datetime, timezone
@@ -24,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganzoo import caches
 from ganzoo.errors import GanzooError
-from ganzoo.files import atomic_write
 from ganzoo.hookspecs import hookimpl
 from ganzoo.paths import cache_dir
 from ganzoo.specs import LOGITS_SINK, ExtractorRequest, ExtractorSpec, ImageData, PreparedExtractor
@@ -160,25 +158,24 @@ def classifier_path(dataset: str, key: str) -> Path:
 def weights_sha256(state: dict) -> str:
     """A hash of the weights themselves (names, dtypes, shapes, values), not of the file, whose metadata holds
     a timestamp: the same training gives the same hash on every machine that reproduces it bit for bit."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        h.update(tensor.numpy().tobytes())
-    return h.hexdigest()
+    return caches.content_sha256(state)
+
+
+def _entry_sha256(payload: dict) -> str:
+    """What a cache entry records about itself: its weights, key and metadata, checked on every load."""
+    return caches.content_sha256(payload["state_dict"], {"key": payload.get("key"), "meta": payload.get("meta")})
 
 
 def load_classifier(path: Path) -> dict[str, Any]:
-    """A cached classifier, loaded without executing pickled code."""
+    """A cached classifier, loaded without executing pickled code and checked against its recorded SHA-256."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise GanzooError(f"refusing to load classifier {path}: it holds pickled objects other than tensors and "
-                          "plain data (loaded with weights_only=True)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise GanzooError(f"classifier {path} is truncated or corrupt: {str(exc).splitlines()[0]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        payload = caches.load_payload(path)
+    except ValueError as exc:
+        raise GanzooError(f"refusing to load classifier {path}: {exc}") from None
+    if payload.get("format") != FORMAT or not isinstance(payload.get("state_dict"), dict):
         raise GanzooError(f"{path} is not a ganzoo reference classifier")
+    if payload.get("sha256") != _entry_sha256(payload):
+        raise GanzooError(f"classifier {path} does not match the SHA-256 recorded in it (damaged)")
     return payload
 
 
@@ -273,6 +270,7 @@ def prepare(request: ExtractorRequest) -> PreparedExtractor:
                 payload = None
         except GanzooError as exc:  # a cache entry can always be rebuilt
             print(f"ganzoo: rebuilding the cached classifier: {exc}", file=sys.stderr)
+            path.unlink(missing_ok=True)
             payload = None
     if payload is None:
         if request.progress:
@@ -282,9 +280,7 @@ def prepare(request: ExtractorRequest) -> PreparedExtractor:
         meta.update(dataset=ds.name, options=dict(request.dataset_options), train_split=ds.train_split,
                     held_out_split=ds.reference_split if held_out is not None else None)
         payload = {"format": FORMAT, "version": 1, "key": key, "meta": meta, "state_dict": state}
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        caches.save_bytes(path, {**payload, "sha256": _entry_sha256(payload)})
         if request.progress:
             acc = f"{meta['accuracy']:.4f}" if meta["accuracy"] is not None else "n/a"
             print(f"ganzoo: reference classifier trained in {meta['train_seconds']:.1f} s; held-out accuracy "

@@ -248,12 +248,12 @@ def test_evaluation_leaves_the_global_rng_alone(reference_classifier, test_split
 
 
 def test_real_features_are_cached_per_extractor_weights(reference_classifier, test_split, register_plugin):
-    from ganzoo.paths import cache_dir
+    from ganzoo import caches
 
     scorer = Scorer("mnist5k", progress=False)
     first = scorer.score(test_split.images[:100])
-    files = sorted(p.name for p in (cache_dir() / "fidelity").glob(scorer.real_cache_name + "-*"))
-    assert len(files) == 3, files  # the real side's logits, features and FID statistics
+    entry = torch.load(caches.fidelity_entry(scorer.real_cache_name), weights_only=True)
+    assert len(entry["files"]) == 3, entry["files"]  # the real side's logits, features and FID statistics
     assert scorer.score(test_split.images[:100]).metrics == first.metrics  # read back from the cache
     register_plugin(StubPlugin(), "stub-extractor")
     names = {scorer.real_cache_name, Scorer("mnist5k", n_real=500, progress=False).real_cache_name,
