@@ -92,7 +92,8 @@ def dcgan(width: int = WIDTH, spectral_norm: bool = False) -> ArchitectureSpec:
         raise GanzooError(f"architecture option width must be a positive integer, got {width}")
     return ArchitectureSpec(
         name="dcgan",
-        description=f"DCGAN conv pair (one stride-2 layer per doubling above 8x8, BatchNorm), width {width}"
+        description=f"DCGAN conv pair for 28x28 and 16-128 (one stride-2 layer per doubling above 8x8, "
+                    f"BatchNorm), width {width}"
                     + (", spectral norm in D (no BatchNorm there)" if spectral_norm else ""),
         build_generator=lambda latent_dim, shape: DCGANGenerator(latent_dim, shape, width),
         build_discriminator=lambda shape: DCGANDiscriminator(shape, width, spectral_norm),

@@ -233,3 +233,43 @@ def test_configure_refuses_bad_values_directly():
         dcgan(width=-1)
     with pytest.raises(GanzooError, match="positive even integer"):
         resnet(width=0)
+
+
+def test_a_default_dcgan_run_is_the_same_run_with_its_options_spelt_out(tmp_path):
+    write_cifar(tmp_path / "data", per_batch=8)
+    common = dict(arch="dcgan", dataset="cifar10", data_root=str(tmp_path / "data"), steps=2, batch_size=8,
+                  out=tmp_path / "r", progress=False)
+    first = ganzoo.train(**common)
+    assert json.loads((first.path / "config.json").read_text())["config"]["arch_options"] == {}
+    again = ganzoo.train(**common, arch_options={"width": 64, "spectral_norm": False})
+    assert again.stats["wall_time_s"] == first.stats["wall_time_s"]  # found, not trained again
+    with pytest.raises(GanzooError, match="already holds a different run"):
+        ganzoo.train(**common, arch_options={"width": 32})
+
+
+def test_resnet_resumes_bit_identically(tmp_path, monkeypatch):
+    """Spectral norm's power-iteration vectors are buffers: a resumed run must pick them up exactly."""
+    from ganzoo import checkpoint
+
+    write_cifar(tmp_path / "data", per_batch=8)
+    common = dict(arch="resnet", dataset="cifar10", data_root=str(tmp_path / "data"), arch_options={"width": 8},
+                  steps=4, checkpoint_every=2, batch_size=8, progress=False)
+    straight = ganzoo.train(**common, out=tmp_path / "straight")
+    real_save = checkpoint.save
+
+    def save_then_crash(path, payload):
+        real_save(path, payload)
+        raise KeyboardInterrupt  # killed right after the checkpoint at step 2
+
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        ganzoo.train(**common, out=tmp_path / "resumed")
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    resumed = ganzoo.train(**common, out=tmp_path / "resumed")
+    assert resumed.stats["steps_this_session"] == 2
+    a, b = (torch.load(r.path / "checkpoint.pt", weights_only=True) for r in (straight, resumed))
+    assert any("_u" in key for key in a["discriminator"])
+    for part in ("generator", "discriminator"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
