@@ -216,7 +216,7 @@ def configure(kind: str, spec: Any, options: Optional[Mapping[str, Any]] = None)
     if spec.configure is None:
         option_values(kind, spec, options)  # refuses options given to a plugin that takes none
         return spec
-    configured = spec.configure(option_values(kind, spec, options))
+    configured = spec.configure(_typed_values(kind, spec, options))
     spec_class = KINDS[kind][1]
     if not isinstance(configured, spec_class) or configured.name != spec.name:
         raise GanzooError(f"{kind} '{spec.name}': configure must return a {spec_class.__name__} named "
@@ -228,8 +228,16 @@ def configure(kind: str, spec: Any, options: Optional[Mapping[str, Any]] = None)
 
 
 def option_values(kind: str, spec: Any, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """What run configs store: the values `configure` receives, less late options at their default
+    (specs.Option), so that equal values name the same run however they were typed."""
+    declared = getattr(spec, "options", None) or {}
+    return {k: v for k, v in _typed_values(kind, spec, options).items()
+            if not (k in declared and declared[k].late and v == declared[k].default)}
+
+
+def _typed_values(kind: str, spec: Any, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """What `configure` receives: parsed, defaults filled in, when the spec declares its options; else the
-    strings as given. Run configs store these, so that equal values name the same run however they were typed."""
+    strings as given."""
     given = normalize_options(options, kind)
     if spec.configure is None:
         if given:

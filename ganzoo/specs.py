@@ -73,10 +73,15 @@ class Recipe:
 class Option:
     """One option a plugin takes (``--variant-option name=value``): its default, which also fixes its type
     (bool, int, float or str), and a line of help. The core parses and checks the type; `configure` checks
-    the value (a range, say) and raises GanzooError with one line when it is wrong."""
+    the value (a range, say) and raises GanzooError with one line when it is wrong.
+
+    late=True marks an option added to a plugin after runs with it already existed: while at its default it is
+    left out of the options a run config stores, so those runs keep their keys (as config.LATE_IDENTITY_DEFAULTS
+    does for training settings); `configure` still receives it."""
 
     default: Any
     help: str = ""
+    late: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,26 @@
-"""DCGAN-style convolutional pair for small images (28x28 or 32x32, any channel count).
+"""DCGAN-style convolutional pair for 28x28 and power-of-two sizes from 16 to 128, any channel count.
 
-Two stride-2 (transposed) convolutions between the image and a (size/4)^2 feature map, BatchNorm in both
-networks except the discriminator's input layer and the generator's output layer, ReLU in G and LeakyReLU(0.2)
-in D, as Radford et al. recommend; weights start from N(0, 0.02).
+Radford et al.'s layout: one stride-2 (transposed) convolution per doubling of the image size, channels halving
+towards the image in G and doubling away from it in D; BatchNorm in both networks except the discriminator's
+input layer and the generator's output layer; ReLU in G and LeakyReLU(0.2) in D; weights from N(0, 0.02).
+Where Radford's stack goes on down to 4x4, ours stops at 8x8 (7x7 for 28x28) and a linear layer joins it to the
+noise and to the score, as ganzoo's first 28/32 networks did: those two sizes keep their exact modules, so
+their checkpoints still load and their runs are unchanged.
+
+Options (``--arch-option key=value``): width (channels of D's first and G's last hidden layer, default 64) and
+spectral_norm (spectral normalisation of every D weight, default false).
 """
+import math
+
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
+from ganzoo.errors import GanzooError
 from ganzoo.hookspecs import hookimpl
-from ganzoo.specs import ArchitectureSpec, ImageShape
+from ganzoo.specs import ArchitectureSpec, ImageShape, Option
 
-WIDTH = 64  # channels of the first D layer / last G layer; the inner layers have twice as many
+SIZES = (16, 28, 32, 64, 128)
+WIDTH = 64  # the default width
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -23,49 +34,81 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _layout(size: int) -> tuple[int, int]:
+    """(side of the smallest feature map, number of stride-2 layers between it and the image)."""
+    if size not in SIZES:
+        raise GanzooError(f"architecture 'dcgan' supports image sizes {SIZES}, got {size}x{size}")
+    base = 7 if size == 28 else 8
+    return base, int(math.log2(size // base))
+
+
 class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, shape: ImageShape):
+    def __init__(self, latent_dim: int, shape: ImageShape, width: int = WIDTH):
         super().__init__()
-        self.base = shape.size // 4
+        self.base, n = _layout(shape.size)
+        self.channels = width * 2 ** (n - 1)  # of the smallest map; halved by every layer but the last
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 2 * WIDTH * self.base * self.base, bias=False),
-            nn.BatchNorm1d(2 * WIDTH * self.base * self.base), nn.ReLU(),
+            nn.Linear(latent_dim, self.channels * self.base * self.base, bias=False),
+            nn.BatchNorm1d(self.channels * self.base * self.base), nn.ReLU(),
         )
-        self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(2 * WIDTH, WIDTH, 4, 2, 1, bias=False), nn.BatchNorm2d(WIDTH), nn.ReLU(),
-            nn.ConvTranspose2d(WIDTH, shape.channels, 4, 2, 1), nn.Tanh(),
-        )
+        layers, c = [], self.channels
+        for _ in range(n - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        self.upsample = nn.Sequential(*layers, nn.ConvTranspose2d(c, shape.channels, 4, 2, 1), nn.Tanh())
         _dcgan_init(self)
 
     def forward(self, z):
-        h = self.project(z).view(z.shape[0], 2 * WIDTH, self.base, self.base)
+        h = self.project(z).view(z.shape[0], self.channels, self.base, self.base)
         return self.upsample(h)
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, shape: ImageShape):
+    def __init__(self, shape: ImageShape, width: int = WIDTH, spectral_norm: bool = False):
         super().__init__()
-        base = shape.size // 4
-        self.body = nn.Sequential(
-            nn.Conv2d(shape.channels, WIDTH, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(WIDTH, 2 * WIDTH, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * WIDTH), nn.LeakyReLU(0.2),
-            nn.Flatten(),
-        )
-        self.head = nn.Linear(2 * WIDTH * base * base, 1)
+        base, n = _layout(shape.size)
+        layers, c = [nn.Conv2d(shape.channels, width, 4, 2, 1), nn.LeakyReLU(0.2)], width
+        for _ in range(n - 1):
+            if spectral_norm:  # SNGAN's D has no BatchNorm: SN alone bounds each layer (Miyato et al. 2018)
+                layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.LeakyReLU(0.2)]
+            else:  # no bias: the BatchNorm after it has one
+                layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
+            c *= 2
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c * base * base, 1)
         _dcgan_init(self)
+        if spectral_norm:  # after the N(0, 0.02) init: SN rescales whatever weights it is given
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    apply_spectral_norm(m)
 
     def forward(self, x):
         features = self.body(x)
         return self.head(features).squeeze(1), features
 
 
+def dcgan(width: int = WIDTH, spectral_norm: bool = False) -> ArchitectureSpec:
+    if width < 1:
+        raise GanzooError(f"architecture option width must be a positive integer, got {width}")
+    return ArchitectureSpec(
+        name="dcgan",
+        description=f"DCGAN conv pair for 28x28 and 16-128 (one stride-2 layer per doubling above 8x8, "
+                    f"BatchNorm), width {width}"
+                    + (", spectral norm in D (no BatchNorm there)" if spectral_norm else ""),
+        build_generator=lambda latent_dim, shape: DCGANGenerator(latent_dim, shape, width),
+        build_discriminator=lambda shape: DCGANDiscriminator(shape, width, spectral_norm),
+        paper="Radford et al. 2016, Unsupervised Representation Learning with DCGANs (arXiv:1511.06434)"
+              + ("; spectral norm: Miyato et al. 2018 (arXiv:1802.05957)" if spectral_norm else ""),
+        image_sizes=SIZES,
+        # late: runs trained before these options existed keep their keys while the options stay at default
+        options={"width": Option(WIDTH, "channels of D's first and G's last hidden layer; doubled per layer "
+                                        "inward", late=True),
+                 "spectral_norm": Option(False, "spectral normalisation of D's conv and linear weights "
+                                                "(D's BatchNorm is then left out, as in SNGAN)", late=True)},
+        configure=lambda options: dcgan(options["width"], options["spectral_norm"]),
+    )
+
+
 @hookimpl
 def ganzoo_architectures():
-    return [ArchitectureSpec(
-        name="dcgan",
-        description="DCGAN-style conv pair (2 stride-2 layers each, BatchNorm) for 28x28 or 32x32 images",
-        build_generator=DCGANGenerator,
-        build_discriminator=DCGANDiscriminator,
-        paper="Radford et al. 2016, Unsupervised Representation Learning with DCGANs (arXiv:1511.06434)",
-        image_sizes=(28, 32),
-    )]
+    return [dcgan()]

@@ -188,4 +188,4 @@ def test_output_folder_with_a_different_run_is_refused(tmp_path, cli):
 def test_architecture_size_mismatch_is_an_error():
     from ganzoo.registry import architecture
 
-    assert architecture("dcgan").image_sizes == (28, 32)
+    assert architecture("dcgan").image_sizes == (16, 28, 32, 64, 128)
