@@ -47,6 +47,7 @@ class BenchSpec:
     train: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)  # dataset name -> {option: value}
     variant_options: dict = field(default_factory=dict)  # variant name -> {option: value}
+    arch_options: dict = field(default_factory=dict)  # architecture name -> {option: value}
     data_root: Optional[str] = None
     tensorboard: bool = False  # each run also logs to its folder's tensorboard/ (operational: not in the protocol)
     sweep: Optional[dict] = None  # a [sweep] table (sweep.py): settings searched per variant on a selection seed
@@ -103,11 +104,15 @@ class BenchSpec:
         object.__setattr__(self, "dataset_options", options)
         if not isinstance(self.train, Mapping):
             raise GanzooError(f"train must be a table of training settings, got {self.train!r}")
-        if not isinstance(self.variant_options, Mapping) or not all(isinstance(v, Mapping)
-                                                                    for v in self.variant_options.values()):
-            raise GanzooError(f"variant_options must map each variant to a table of options, got "
-                              f"{self.variant_options!r}")
-        object.__setattr__(self, "variant_options", {k: dict(v) for k, v in self.variant_options.items()})
+        for table in ("variant_options", "arch_options"):
+            value = getattr(self, table)
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise GanzooError(f"{table} must map each name to a table of options, got {value!r}")
+            object.__setattr__(self, table, {k: dict(v) for k, v in value.items()})
+        stray = sorted(set(self.arch_options) - set(self.archs))
+        if stray:
+            raise GanzooError(f"arch_options for {', '.join(stray)}, which is not one of the benchmark's "
+                              f"architectures ({', '.join(self.archs)})")
         if self.variants:
             stray = sorted(set(self.variant_options) - set(self.variants))
             if stray:
@@ -122,7 +127,7 @@ class BenchSpec:
                 raise GanzooError(f"[sweep] selection_seed {sweep.selection_seed} is also a report seed: the runs "
                                   "that choose a setting must not be the ones reported; pick another")
         reserved = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "device", "variant_options",
-                    "dataset_options"} & set(self.train)
+                    "dataset_options", "arch_options"} & set(self.train)
         if reserved:
             raise GanzooError(f"[train] cannot set {', '.join(sorted(reserved))}: they are benchmark settings")
 
@@ -140,19 +145,21 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
-        for table in ("train", "dataset_options", "variant_options", "sweep"):  # their own tables: refuse, never drop
+        for table in ("train", "dataset_options", "variant_options", "arch_options", "sweep"):  # own tables: refuse
             if table in settings:
                 raise GanzooError(f"benchmark config {path}: '{table}' is a table of its own ([{table}]), "
                                   "not a key of [bench]")
-        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options", "sweep"}
+        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options", "arch_options", "sweep"}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
-                              "expected [bench], [train], [dataset_options], [variant_options], [sweep]")
+                              "expected [bench], [train], [dataset_options], [variant_options], [arch_options], "
+                              "[sweep]")
         if "sweep" in data:
             settings["sweep"] = dict(data["sweep"])
         settings["train"] = dict(data.get("train", {}))
         settings["dataset_options"] = dict(data.get("dataset_options", {}))
         settings["variant_options"] = dict(data.get("variant_options", {}))
+        settings["arch_options"] = dict(data.get("arch_options", {}))
         for name, given in (overrides.pop("variant_options", None) or {}).items():  # the command line adds to it
             settings["variant_options"][name] = {**settings["variant_options"].get(name, {}), **given}
         settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -185,7 +192,8 @@ class BenchSpec:
             "inception_weights": inception_weights, "device": self.device, "data_root": self.data_root,
             "tensorboard": self.tensorboard,
             "dataset_options": self.dataset_options.get(dataset, {}),
-            "variant_options": self.variant_options.get(variant, {})})
+            "variant_options": self.variant_options.get(variant, {}),
+            "arch_options": self.arch_options.get(arch, {})})
 
     def train_config(self, variant: str, arch: str, dataset: str, seed: int,
                      inception_weights: Optional[str] = None) -> TrainConfig:
@@ -197,11 +205,11 @@ class BenchSpec:
     def protocol_settings(self) -> dict[str, Any]:
         """What every cell's score depends on besides its own axis values: a report folder holds one of these.
         Recipe fields left to the variants are null here; each row records the recipe its cell used."""
-        axes = {"variant", "arch", "dataset", "seed", "dataset_options", "variant_options"}
+        axes = {"variant", "arch", "dataset", "seed", "dataset_options", "variant_options", "arch_options"}
         recipe = self._settings("-", "-", "-", 0).identity()
         return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
                 "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
-                "variant_options": self.variant_options, "sweep": self.sweep,
+                "variant_options": self.variant_options, "arch_options": self.arch_options, "sweep": self.sweep,
                 "eval_every": self.eval_every, "eval_samples": self.eval_samples}
 
     def to_dict(self) -> dict[str, Any]:

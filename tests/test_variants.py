@@ -344,3 +344,18 @@ def test_bench_refuses_bad_variant_options_before_writing_anything(tmp_path, cli
     code, _, err = cli("bench", *argv, "--out", tmp_path / "b", "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "b").exists()
+
+
+def test_bench_takes_architecture_options_per_architecture(tmp_path):
+    from ganzoo.bench import BenchSpec
+
+    config = tmp_path / "arch.toml"
+    config.write_text('[bench]\narchs = ["mlp", "dcgan"]\n[arch_options.dcgan]\nwidth = 16\nspectral_norm = true\n')
+    spec = BenchSpec.from_toml(config)
+    dcgan = spec.train_config("vanilla", "dcgan", "mnist5k", 0)
+    assert dcgan.arch_options["width"] == 16 and dcgan.arch_options["spectral_norm"] is True
+    assert spec.train_config("vanilla", "mlp", "mnist5k", 0).arch_options == {}
+    assert dcgan.key() != BenchSpec().train_config("vanilla", "dcgan", "mnist5k", 0).key()
+    config.write_text('[bench]\narchs = ["mlp"]\n[arch_options.dcgan]\nwidth = 16\n')
+    with pytest.raises(ganzoo.GanzooError, match="arch_options for dcgan, which is not one of the benchmark's"):
+        BenchSpec.from_toml(config)
