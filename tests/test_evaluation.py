@@ -210,7 +210,7 @@ def test_protocol_and_record(reference_classifier, test_split):
     p = result.protocol
     for name in PROTOCOL_FIELDS:
         assert name in p, name
-    assert list(result.metrics) == list(METRICS) + list(COVERAGE)
+    assert list(result.metrics) == list(METRICS) + ["precision", "recall"] + list(COVERAGE)
     assert p["n_fake"] == 50 and p["n_real"] == 200 and p["real_subset"] == "random 200 of 1000 (seed 3)"
     assert p["is_splits"] == 10 and p["kid_subsets"] == 100
     assert p["kid_subset_size"] == 50 and p["kid_subset_size_capped"] is True
