@@ -219,7 +219,7 @@ def test_protocol_and_record(reference_classifier, test_split):
     assert p["classifier_accuracy"] == reference_classifier.info["classifier_accuracy"]
     assert p["scores_are"].startswith("classifier IS/FID/KID") and "not comparable" in p["scores_are"]
     record = result.to_record()
-    assert {k for k in record if not k.startswith("protocol.")} == set(METRICS) | set(COVERAGE)
+    assert {k for k in record if not k.startswith("protocol.")} == set(METRICS) | {"precision", "recall"} | set(COVERAGE)
     assert record["protocol.seed"] == 3
     frame = pd.DataFrame([record])  # one pandas row, every value a scalar
     assert frame.shape == (1, len(record))
