@@ -35,8 +35,8 @@ class BenchSpec:
     archs: tuple[str, ...] = ("mlp",)
     datasets: tuple[str, ...] = ("mnist5k",)
     seeds: tuple[int, ...] = (0, 1)
-    steps: int = 1000
-    eval_every: int = 500  # FID curve resolution (0: final score only)
+    steps: int = 700
+    eval_every: int = 350  # FID curve resolution (0: final score only)
     eval_samples: int = 1000  # images per evaluation during training
     n_fake: int = 5000  # images generated for the final score
     n_real: Optional[int] = None  # reference images (None: the whole reference split)
