@@ -7,7 +7,7 @@ from ganzoo.hookspecs import hookimpl
 from ganzoo.penalties import gradient_norms, interpolates
 from ganzoo.specs import Option, Penalty, VariantSpec
 from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
-from ganzoo_plugins.wgan_gp import non_negative
+from ganzoo_plugins.wgan import checked
 
 
 def dragan_penalty(discriminate, real_images, rng, scale: float = 0.5):
@@ -27,8 +27,8 @@ def dragan(weight: float = 10.0, scale: float = 0.5) -> VariantSpec:
             discriminate, real_images, rng, scale), weight=weight),),
         options={"lambda": Option(10.0, "weight of the gradient penalty"),
                  "scale": Option(0.5, "perturbations are up to scale * std(x) per pixel")},
-        configure=lambda options: dragan(non_negative("lambda", options["lambda"]),
-                                         non_negative("scale", options["scale"])),
+        configure=lambda o: dragan(checked("lambda", o["lambda"], o["lambda"] >= 0, ">= 0"),
+                                   checked("scale", o["scale"], o["scale"] >= 0, ">= 0")),
         paper="Kodali et al. 2017, On Convergence and Stability of GANs (arXiv:1705.07215)",
     )
 

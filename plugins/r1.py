@@ -5,7 +5,7 @@ from ganzoo.hookspecs import hookimpl
 from ganzoo.penalties import gradient_norms
 from ganzoo.specs import Option, Penalty, VariantSpec
 from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
-from ganzoo_plugins.wgan_gp import non_negative
+from ganzoo_plugins.wgan import checked
 
 
 def r1_penalty(discriminate, real_images):
@@ -25,7 +25,7 @@ def r1(gamma: float = 10.0, every: int = 1) -> VariantSpec:
         penalties=(Penalty("r1", r1_penalty, weight=gamma / 2, every=every),),
         options={"gamma": Option(10.0, "the penalty is gamma/2 E||grad D(x)||^2"),
                  "every": Option(1, "apply the penalty on every k-th critic step only, scaled by k (lazy)")},
-        configure=lambda options: r1(non_negative("gamma", options["gamma"]), options["every"]),
+        configure=lambda o: r1(checked("gamma", o["gamma"], o["gamma"] >= 0, ">= 0"), o["every"]),
         paper="Mescheder, Geiger & Nowozin 2018, Which Training Methods for GANs do actually Converge? "
               "(arXiv:1801.04406)",
     )

@@ -21,9 +21,10 @@ def clip_weights(discriminator, clip: float = 0.01):
         weight.clamp_(-clip, clip)
 
 
-def positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise GanzooError(f"variant option {name} must be positive, got {value}")
+def checked(name: str, value, ok: bool, rule: str):
+    """An option's value, or the one-line error naming the rule it breaks (shared by the built-in variants)."""
+    if not ok:
+        raise GanzooError(f"variant option {name} must be {rule}, got {value}")
     return value
 
 
@@ -38,7 +39,7 @@ def wgan(clip: float = 0.01) -> VariantSpec:
         after_discriminator_step=lambda discriminator: clip_weights(discriminator, clip),
         recipe=Recipe(d_steps=5, optimizer="rmsprop", lr=5e-5, betas=None),
         options={"clip": Option(0.01, "weights are clamped to [-clip, clip] after every critic step")},
-        configure=lambda options: wgan(positive("clip", options["clip"])),
+        configure=lambda o: wgan(checked("clip", o["clip"], o["clip"] > 0, "positive")),
         paper="Arjovsky, Chintala & Bottou 2017, Wasserstein GAN (arXiv:1701.07875)",
     )
 
