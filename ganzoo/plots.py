@@ -32,23 +32,31 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _runs(folder: Path) -> pd.DataFrame:
+def _records(folder: Path) -> pd.DataFrame:
     store = ResultsStore.open(folder)
     try:
-        frame = store.frame()
+        return store.frame()
     finally:
         store.close()
+
+
+def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    rows["label"] = rows["variant"] + " / " + rows["arch"] + " / " + rows["dataset"]
+    return rows
+
+
+def _runs(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "kind" not in frame:
         return frame
-    runs = frame[(frame["kind"] == "run") & frame.get("run", pd.Series(dtype=str)).notna()].copy()
-    runs["label"] = runs["variant"] + " / " + runs["arch"] + " / " + runs["dataset"]
-    return runs
+    return _labelled(frame[(frame["kind"] == "run") & frame.get("run", pd.Series(dtype=str)).notna()])
 
 
 def write_plots(folder: Path | str) -> dict[str, Path]:
     folder = Path(folder)
-    written = sweep_plots(folder)
-    runs = _runs(folder)
+    frame = _records(folder)  # read once for every figure
+    written = sweep_plots(folder, frame)
+    runs = _runs(frame)
     if runs.empty:
         return written
     for name, draw in (("curves", curves), ("losses", losses), ("samples", samples)):
@@ -185,21 +193,15 @@ def samples(folder: Path, runs: pd.DataFrame):
     return _save(fig, folder / "samples.png")
 
 
-def sweep_plots(folder: Path) -> dict[str, Path]:
+def sweep_plots(folder: Path, frame: pd.DataFrame) -> dict[str, Path]:
     """A sweep's two pictures: the expected best FID after k settings (with its bootstrap band) and the
     distribution of FID over every setting tried, per variant."""
     from .sweep import expected_minimum
 
-    store = ResultsStore.open(folder)
-    try:
-        frame = store.frame()
-    finally:
-        store.close()
     if frame.empty or "kind" not in frame or not (frame["kind"] == "search").any():
         return {}
-    search = frame[(frame["kind"] == "search") & (frame["status"] == "completed")].copy()
+    search = _labelled(frame[(frame["kind"] == "search") & (frame["status"] == "completed")])
     search["fid"] = pd.to_numeric(search.get("fid"), errors="coerce")
-    search["label"] = search["variant"] + " / " + search["arch"] + " / " + search["dataset"]
     groups = [(label, group["fid"].dropna().to_numpy()) for label, group in search.groupby("label", sort=True)]
     groups = [(label, fids) for label, fids in groups if len(fids)]
     if not groups:
