@@ -51,6 +51,16 @@ class BenchSpec:
     data_root: Optional[str] = None
     tensorboard: bool = False  # each run also logs to its folder's tensorboard/ (operational: not in the protocol)
     sweep: Optional[dict] = None  # a [sweep] table (sweep.py): settings searched per variant on a selection seed
+    # What every cell is scored with (metric plugins; None: each dataset's default metrics) and their options.
+    metrics: Optional[tuple] = None
+    metric_options: dict = field(default_factory=dict)  # metric name -> {option: value}
+    # A grid axis of named training setups: name -> TrainConfig fields for the cells of that setup (pack = 2, unroll
+    # = 5, an arch_options table applied to every architecture, ...). Empty: one setup with nothing changed.
+    setups: dict = field(default_factory=dict)
+    # Training settings for one dataset's cells (over [train], under a setup's): what a published protocol fixes
+    # per dataset, e.g. the 2-D mixtures' latent_dim = 2 and batch_size = 100 beside Stacked MNIST's 256 and 128.
+    dataset_train: dict = field(default_factory=dict)
+    spread: str = "sd"  # what "±" shows in the tables: sd over seeds, or "se" (standard error, the papers' tables)
 
     def __post_init__(self):
         for name in ("variants", "archs", "datasets", "seeds"):
@@ -130,6 +140,27 @@ class BenchSpec:
                     "dataset_options", "arch_options"} & set(self.train)
         if reserved:
             raise GanzooError(f"[train] cannot set {', '.join(sorted(reserved))}: they are benchmark settings")
+        from .evaluation import parse_metrics
+
+        object.__setattr__(self, "metrics", parse_metrics(self.metrics))
+        if not isinstance(self.metric_options, Mapping) or not all(isinstance(v, Mapping)
+                                                                   for v in self.metric_options.values()):
+            raise GanzooError(f"metric_options must map each metric name to a table of options, "
+                              f"got {self.metric_options!r}")
+        object.__setattr__(self, "metric_options", {k: dict(v) for k, v in self.metric_options.items()})
+        if self.metrics is not None:
+            stray = sorted(set(self.metric_options) - set(self.metrics))
+            if stray:
+                raise GanzooError(f"metric_options for {', '.join(stray)}, which this benchmark does not compute "
+                                  f"(metrics: {', '.join(self.metrics)})")
+        if self.spread not in ("sd", "se"):
+            raise GanzooError(f"spread must be sd or se, got {self.spread!r}")
+        object.__setattr__(self, "setups", _checked_setups(self.setups))
+        object.__setattr__(self, "dataset_train", _checked_setups(self.dataset_train, "dataset_train"))
+        stray = sorted(set(self.dataset_train) - set(self.datasets))
+        if stray:
+            raise GanzooError(f"dataset_train for {', '.join(stray)}, which is not one of the benchmark's datasets "
+                              f"({', '.join(self.datasets)})")
 
     @classmethod
     def from_toml(cls, path: Path | str, **overrides: Any) -> "BenchSpec":
@@ -145,23 +176,26 @@ class BenchSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
-        for table in ("train", "dataset_options", "variant_options", "arch_options", "sweep"):  # own tables: refuse
+        tables = ("train", "dataset_options", "variant_options", "arch_options", "metric_options", "setups",
+                  "dataset_train", "sweep")
+        for table in tables:  # own tables: refuse
             if table in settings:
                 raise GanzooError(f"benchmark config {path}: '{table}' is a table of its own ([{table}]), "
                                   "not a key of [bench]")
-        unknown_tables = set(data) - {"bench", "train", "dataset_options", "variant_options", "arch_options", "sweep"}
+        unknown_tables = set(data) - {"bench", *tables}
         if unknown_tables:
             raise GanzooError(f"benchmark config {path}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
-                              "expected [bench], [train], [dataset_options], [variant_options], [arch_options], "
-                              "[sweep]")
+                              f"expected {', '.join(f'[{t}]' for t in ('bench', *tables))}")
         if "sweep" in data:
             settings["sweep"] = dict(data["sweep"])
-        settings["train"] = dict(data.get("train", {}))
-        settings["dataset_options"] = dict(data.get("dataset_options", {}))
-        settings["variant_options"] = dict(data.get("variant_options", {}))
-        settings["arch_options"] = dict(data.get("arch_options", {}))
-        for name, given in (overrides.pop("variant_options", None) or {}).items():  # the command line adds to it
-            settings["variant_options"][name] = {**settings["variant_options"].get(name, {}), **given}
+        for table in tables[:-1]:
+            settings[table] = dict(data.get(table, {}))
+        for table in ("variant_options", "metric_options", "setups"):  # the command line adds to these
+            for name, given in (overrides.pop(table, None) or {}).items():
+                settings[table][name] = {**settings[table].get(name, {}), **given}
+        selected = overrides.pop("select_setups", None)
+        if selected:
+            settings["setups"] = _select_setups(settings["setups"], selected, str(path))
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(settings, where=str(path))
 
@@ -184,45 +218,109 @@ class BenchSpec:
     def resolved_variants(self) -> tuple[str, ...]:
         return self.variants or tuple(registry.entries("variant"))
 
+    def setup_names(self) -> tuple[str, ...]:
+        """The setups axis: the named setups in order, or the one unnamed setup ("") of a benchmark without any."""
+        return tuple(self.setups) or ("",)
+
     def _settings(self, variant: str, arch: str, dataset: str, seed: int,
-                  inception_weights: Optional[str] = None) -> TrainConfig:
+                  inception_weights: Optional[str] = None, setup: str = "") -> TrainConfig:
+        changes = {**self.dataset_train.get(dataset, {}), **self.setups.get(setup, {})}
+        steps = changes.pop("steps", self.steps)
+        arch_options = {**self.arch_options.get(arch, {}), **self.dataset_train.get(dataset, {}).get("arch_options", {}),
+                        **self.setups.get(setup, {}).get("arch_options", {})}
+        changes.pop("arch_options", None)
         return TrainConfig.from_dict({
-            **self.train, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed, "steps": self.steps,
-            "eval_every": self.eval_every, "eval_samples": self.eval_samples, "eval_extractor": self.extractor,
+            **self.train, **changes, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed,
+            "steps": steps, "eval_every": self.eval_every, "eval_samples": self.eval_samples,
+            "eval_extractor": self.extractor, "eval_metrics": list(self.metrics) if self.metrics else None,
             "inception_weights": inception_weights, "device": self.device, "data_root": self.data_root,
             "tensorboard": self.tensorboard,
             "dataset_options": self.dataset_options.get(dataset, {}),
             "variant_options": self.variant_options.get(variant, {}),
-            "arch_options": self.arch_options.get(arch, {})})
+            "arch_options": arch_options})
 
     def train_config(self, variant: str, arch: str, dataset: str, seed: int,
-                     inception_weights: Optional[str] = None) -> TrainConfig:
-        """One cell's config, resolved: the variant's recipe wherever [train] leaves a recipe field out."""
+                     inception_weights: Optional[str] = None, setup: str = "") -> TrainConfig:
+        """One cell's config, resolved: the variant's recipe wherever [train] (or the setup) leaves a recipe field
+        out."""
         from .training import resolve
 
-        return resolve(self._settings(variant, arch, dataset, seed, inception_weights))
+        return resolve(self._settings(variant, arch, dataset, seed, inception_weights, setup))
 
     def protocol_settings(self) -> dict[str, Any]:
         """What every cell's score depends on besides its own axis values: a report folder holds one of these.
         Recipe fields left to the variants are null here; each row records the recipe its cell used."""
         axes = {"variant", "arch", "dataset", "seed", "dataset_options", "variant_options", "arch_options"}
         recipe = self._settings("-", "-", "-", 0).identity()
-        return {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
-                "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
-                "variant_options": self.variant_options, "arch_options": self.arch_options, "sweep": self.sweep,
-                "eval_every": self.eval_every, "eval_samples": self.eval_samples}
+        settings = {"recipe": {k: v for k, v in sorted(recipe.items()) if k not in axes}, "n_fake": self.n_fake,
+                    "n_real": self.n_real, "extractor": self.extractor, "dataset_options": self.dataset_options,
+                    "variant_options": self.variant_options, "arch_options": self.arch_options, "sweep": self.sweep,
+                    "eval_every": self.eval_every, "eval_samples": self.eval_samples}
+        # Added later: present only when used, so that report folders made before keep their settings.
+        for name in ("metrics", "metric_options", "setups", "dataset_train"):
+            if getattr(self, name):
+                settings[name] = list(self.metrics) if name == "metrics" else getattr(self, name)
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in ("variants", "archs", "datasets", "seeds"):
             d[k] = list(d[k])
+        d["metrics"] = list(self.metrics) if self.metrics else None
         return d
+
+
+# TrainConfig fields a setup may not set: they are the grid's other axes or the benchmark's own settings.
+SETUP_RESERVED = {"variant", "arch", "dataset", "seed", "steps", "eval_every", "eval_samples", "eval_extractor",
+                  "eval_metrics", "device", "data_root", "inception_weights", "tensorboard", "dataset_options",
+                  "variant_options"}
+SETUP_NAME = __import__("re").compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _checked_setups(setups: Any, table: str = "setups") -> dict[str, dict]:
+    """{name: {TrainConfig field: value}} with names fit for folder names and fields a setup (or a dataset's
+    [dataset_train] table) may set."""
+    if setups is None:
+        return {}
+    what = "setup" if table == "setups" else f"{table} for"
+    if not isinstance(setups, Mapping) or not all(isinstance(v, Mapping) for v in setups.values()):
+        raise GanzooError(f"{table} must map each name to a table of training settings, got {setups!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    checked = {}
+    for name, changes in setups.items():
+        if table == "setups" and (not isinstance(name, str) or not SETUP_NAME.match(name)):
+            raise GanzooError(f"setup name {name!r} must be lowercase letters, digits, '-', '_' or '.'")
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise GanzooError(f"{what} '{name}': unknown training setting(s) {', '.join(unknown)}")
+        # a dataset's own budget is a published protocol's too (Stacked MNIST's 500,000 steps beside 400,000)
+        reserved = sorted(set(changes) & (SETUP_RESERVED - ({"steps"} if table == "dataset_train" else set())))
+        if reserved:
+            raise GanzooError(f"{what} '{name}' cannot set {', '.join(reserved)}: they are benchmark settings")
+        if "arch_options" in changes and not isinstance(changes["arch_options"], Mapping):
+            raise GanzooError(f"{what} '{name}': arch_options must be a table of option = value")
+        checked[name] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in changes.items()}
+    return checked
+
+
+def _select_setups(setups: dict, names: str | list, where: str) -> dict:
+    """The setups --setups names, in that order; an unknown name is refused naming the ones there are."""
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    unknown = [n for n in wanted if n not in setups]
+    if unknown:
+        raise GanzooError(f"{where}: no setup {', '.join(map(repr, unknown))}; its setups: "
+                          f"{', '.join(setups) or 'none'}")
+    return {n: setups[n] for n in wanted}
 
 
 def load_spec(config: Optional[Path | str] = None, **overrides: Any) -> BenchSpec:
     """A preset file (or, without one, the built-in CPU preset: BenchSpec's defaults) with overrides on top."""
     if config is None:
-        return BenchSpec.from_dict({k: v for k, v in overrides.items() if v is not None})
+        selected = overrides.pop("select_setups", None)
+        settings = {k: v for k, v in overrides.items() if v is not None}
+        if selected:
+            settings["setups"] = _select_setups(settings.get("setups") or {}, selected, "--setups")
+        return BenchSpec.from_dict(settings)
     return BenchSpec.from_toml(config, **overrides)
 
 
@@ -269,24 +367,33 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         registry.get("variant", name)  # fail before any training on a misspelt name
     for name in spec.archs:
         registry.get("architecture", name)
-    for name in spec.datasets:
-        registry.dataset(name, spec.dataset_options.get(name, {}))
+    from .evaluation import check_metrics
+
+    for name in spec.datasets:  # every metric must apply to every dataset: refused here, before any training
+        check_metrics(spec.metrics, registry.dataset(name, spec.dataset_options.get(name, {})))
+    for name in spec.metrics or ():
+        registry.configure("metric", registry.get("metric", name).spec, spec.metric_options.get(name))
     stray = sorted(set(spec.variant_options) - set(variants))
     if stray:
         raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train")
     # Every cell's config, resolved before anything is written: a bad variant option fails here, in one line.
     sweep = spec.sweep_spec()
-    groups = [(d, a, v) for d in spec.datasets for a in spec.archs for v in variants]
-    if sweep is None:  # each variant's recipe, on every seed
-        configs = [(spec.train_config(v, a, d, s, inception_weights), {}, None)
-                   for d, a, v in groups for s in spec.seeds]
+    pairs = _fitting_pairs(spec)
+    groups = [(d, a, v) for d, a in pairs for v in variants]
+    if sweep is not None and len(spec.setups) > 1:
+        raise GanzooError(f"a [sweep] searches each variant's settings under one setup; this benchmark has "
+                          f"{len(spec.setups)} ({', '.join(spec.setups)}): run one sweep per setup")
+    if sweep is None:  # each variant's recipe, on every seed, under every setup
+        configs = [(spec.train_config(v, a, d, s, inception_weights, setup), setup, None)
+                   for d, a, v in groups for setup in spec.setup_names() for s in spec.seeds]
         searched = []
     else:  # first its settings on the selection seed; the report cells follow once a setting is chosen
         from .sweep import apply_setting
 
         configs = []
-        searched = [(d, a, v, i, *apply_setting(spec.train_config(v, a, d, sweep.selection_seed, inception_weights),
-                                                setting))
+        setup = spec.setup_names()[0]
+        searched = [(d, a, v, i, *apply_setting(spec.train_config(v, a, d, sweep.selection_seed, inception_weights,
+                                                                  setup), setting))
                     for d, a, v in groups for i, setting in enumerate(sweep.settings_for(v))]
     if isinstance(executor, str):
         runner = make_executor(executor, jobs=jobs)
@@ -309,11 +416,11 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                      dict(spec=spec, arch=a, dataset=d, inception_weights=inception_weights),
                      row={"kind": "untrained", "variant": "untrained generator", "arch": a, "dataset": d,
                           "seed": spec.seeds[0]})
-                 for d in spec.datasets for a in spec.archs]  # the floor every trained variant must clear
+                 for d, a in pairs]  # the floor every trained variant must clear
     show = progress and runner.in_process
-    cells = [_cell_job(config, out, spec, show, inception_weights) for config, _, _ in configs]
-    search = [_cell_job(config, out, spec, show, inception_weights, kind="search", setting=(i, applied))
-              for _, _, _, i, config, applied in searched]
+    cells = [_cell_job(config, out, spec, show, inception_weights, setup=setup) for config, setup, _ in configs]
+    search = [_cell_job(config, out, spec, show, inception_weights, kind="search", setting=(i, applied),
+                        setup=spec.setup_names()[0]) for _, _, _, i, config, applied in searched]
     # Every cell's settings are checked above (train_config) before the report folder is created or locked.
     fresh = not out.exists()  # a benchmark that stops before its first record leaves no folder behind
     # The driver holds the report folder for the whole benchmark; its cells lock their own run folders (in this
@@ -363,11 +470,41 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     return board
 
 
+def _fitting_pairs(spec: BenchSpec) -> list[tuple[str, str]]:
+    """(dataset, architecture) pairs whose architecture takes the dataset's samples: a preset may list the 2-D
+    mixtures' networks beside Stacked MNIST's, and each trains on the data it was built for. The pairs left out
+    are said on stderr; a dataset or architecture left with none is an error."""
+    import sys
+
+    from .training import check_architecture_fits
+
+    pairs, skipped = [], []
+    for d in spec.datasets:
+        dataset = registry.dataset(d, spec.dataset_options.get(d, {}))
+        for a in spec.archs:
+            config = spec._settings(spec.resolved_variants()[0], a, d, spec.seeds[0])
+            try:
+                check_architecture_fits(config, registry.architecture(a, config.arch_options), dataset)
+            except GanzooError as exc:
+                skipped.append(str(exc))
+                continue
+            pairs.append((d, a))
+    for axis, names in (("dataset", spec.datasets), ("architecture", spec.archs)):
+        lonely = [n for n in names if not any(n in pair for pair in pairs)]
+        if lonely:
+            raise GanzooError(f"{axis} '{lonely[0]}' fits none of the benchmark's "
+                              f"{'architectures' if axis == 'dataset' else 'datasets'}: "
+                              + "; ".join(s for s in skipped if f"'{lonely[0]}'" in s))
+    if skipped:
+        print("ganzoo: left out of the grid: " + "; ".join(skipped), file=sys.stderr)
+    return pairs
+
+
 def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool, inception_weights: Optional[str],
-              kind: str = "run", setting: Optional[tuple[int, dict]] = None) -> Job:
-    folder = str(run_folder(config))
-    row = _cell_row(config, kind, setting)
-    label = f"{config.variant}/{config.arch}/{config.dataset} seed {config.seed}"
+              kind: str = "run", setting: Optional[tuple[int, dict]] = None, setup: str = "") -> Job:
+    folder = str(run_folder(config, setup))
+    row = _cell_row(config, kind, setting, setup)
+    label = f"{config.variant}{f' [{setup}]' if setup else ''}/{config.arch}/{config.dataset} seed {config.seed}"
     if setting is not None:
         label += f" setting {setting[0]}"
     return Job(f"{kind}:{config.key()}", label, _run_cell,
@@ -401,10 +538,11 @@ def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path
             store.put(key, records[key])
         chosen = records[key]
         for s in spec.seeds:
-            config, applied = apply_setting(spec.train_config(v, a, d, s, inception_weights),
+            setup = spec.setup_names()[0]
+            config, applied = apply_setting(spec.train_config(v, a, d, s, inception_weights, setup),
                                             chosen["setting_applied"])
             jobs.append(_cell_job(config, out, spec, progress, inception_weights,
-                                  setting=(chosen["setting"], applied)))
+                                  setting=(chosen["setting"], applied), setup=setup))
     return jobs
 
 
@@ -421,12 +559,14 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
     from .evaluation import evaluate
 
     row = row or _cell_row(config)
-    run_dir = out / run_folder(config)
+    run_dir = out / row["run"]
     try:
         run = _train_or_resume(config, run_dir, progress)
         started = time.perf_counter()
+        # keep_going: a metric plugin that fails marks the cell failed with its error; the others are still kept
         result = evaluate(run, spec.extractor, n_fake=spec.n_fake, n_real=spec.n_real, seed=config.seed,
-                          device=spec.device, inception_weights=inception_weights, progress=False)
+                          device=spec.device, inception_weights=inception_weights, progress=False,
+                          metrics=spec.metrics, metric_options=spec.metric_options, keep_going=True)
     except DivergedError as exc:
         return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir)}
     except GanzooError as exc:
@@ -435,17 +575,27 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
         return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
-    return {**row, "status": "completed", "error": "", **_run_stats(run_dir), **result.to_record(),
+    return {**row, **_scored(result), **_run_stats(run_dir), **result.to_record(),
             "eval_seconds": time.perf_counter() - started}
 
 
-def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[int, dict]] = None) -> dict[str, Any]:
+def _scored(result) -> dict[str, str]:
+    """A record's status after scoring: failed, naming the metrics that failed (its other metrics are kept, and a
+    rerun scores it again), or completed."""
+    if result.errors:
+        return {"status": "failed", "error": "; ".join(result.errors.values())}
+    return {"status": "completed", "error": ""}
+
+
+def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[int, dict]] = None,
+              setup: str = "") -> dict[str, Any]:
     """What identifies a cell's row in the results, including how it was trained: the recipe and options as
     text and as one column per field (so that rows can be told apart in a CSV), and its sweep setting."""
     from .sweep import describe
 
-    row = {"kind": kind, "variant": config.variant, "arch": config.arch, "dataset": config.dataset,
-           "seed": config.seed, "run": str(run_folder(config)), "recipe": describe_training(config),
+    row = {"kind": kind, "variant": config.variant, **({"setup": setup} if setup else {}), "arch": config.arch,
+           "dataset": config.dataset, "seed": config.seed, "run": str(run_folder(config, setup)),
+           "recipe": describe_training(config),
            "d_steps": config.d_steps, "optimizer": config.optimizer, "lr": config.lr,
            "beta1": config.betas[0] if config.betas else None, "beta2": config.betas[1] if config.betas else None,
            **{f"option.{k}": v for k, v in config.variant_options.items()}}
@@ -454,9 +604,10 @@ def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[in
     return row
 
 
-def run_folder(config: TrainConfig) -> Path:
-    """A cell's run folder, relative to the report folder."""
-    return Path("runs") / f"{config.variant}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+def run_folder(config: TrainConfig, setup: str = "") -> Path:
+    """A cell's run folder, relative to the report folder (its setup's name in it, when it has one)."""
+    named = f"{config.variant}-{setup}" if setup else config.variant
+    return Path("runs") / f"{named}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
 
 
 def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):
@@ -490,23 +641,27 @@ def _real_row(spec: BenchSpec, dataset: str, inception_weights: Optional[str]) -
 
     result = real_reference(dataset, spec.extractor, n=None, seed=0, n_real=spec.n_real, device=spec.device,
                             inception_weights=inception_weights, dataset_options=spec.dataset_options.get(dataset),
-                            data_root=spec.data_root, progress=False)
+                            data_root=spec.data_root, progress=False, metrics=spec.metrics,
+                            metric_options=spec.metric_options, keep_going=True)
     return {"kind": "real", "variant": "real data", "arch": "-", "dataset": dataset, "seed": 0,
-            "status": "completed", "error": "", **result.to_record()}
+            **_scored(result), **result.to_record()}
 
 
 def _untrained_row(spec: BenchSpec, arch: str, dataset: str, inception_weights: Optional[str]) -> dict[str, Any]:
     """A generator at its initial weights, scored like the others: the baseline a trained GAN must beat."""
-    from .evaluation import evaluate_images
     from .sampling import generate
 
-    config = spec.train_config(spec.resolved_variants()[0], arch, dataset, spec.seeds[0])
+    from .evaluation import Scorer
+
+    config = spec.train_config(spec.resolved_variants()[0], arch, dataset, spec.seeds[0], setup=spec.setup_names()[0])
     shape = registry.dataset(dataset, config.dataset_options).shape
     torch.manual_seed(config.seed)
     generator = registry.architecture(arch, config.arch_options).build_generator(config.latent_dim, shape)
-    images = generate(generator, spec.n_fake, config.latent_dim, config.seed)
-    result = evaluate_images(images, dataset, spec.extractor, n_real=spec.n_real, seed=config.seed,
-                             device=spec.device, inception_weights=inception_weights,
-                             dataset_options=config.dataset_options, data_root=spec.data_root, progress=False)
+    scorer = Scorer(dataset, spec.extractor, spec.n_real, config.seed, spec.device, inception_weights,
+                    config.dataset_options, spec.data_root, progress=False, metrics=spec.metrics,
+                    metric_options=spec.metric_options)
+    samples = generate(generator, scorer.samples_needed(spec.n_fake), config.latent_dim, config.seed)
+    result = scorer.score(samples, config.seed, source=f"untrained {arch} generator, latent seed {config.seed}",
+                          keep_going=True, n_fake=spec.n_fake)
     return {"kind": "untrained", "variant": "untrained generator", "arch": arch, "dataset": dataset,
-            "seed": config.seed, "status": "completed", "error": "", "steps": 0, **result.to_record()}
+            "seed": config.seed, **_scored(result), "steps": 0, **result.to_record()}

@@ -57,6 +57,8 @@ def run_list(args) -> int:
         print(json.dumps({kind: [{"name": n, "description": e.spec.description, "paper": _paper(e.spec),
                                   "plugin": e.plugin, "provided_by": e.origin,
                                   **({"recipe": dataclasses.asdict(e.spec.recipe)} if kind == "variant" else {}),
+                                  **({"columns": [dataclasses.asdict(c) for c in e.spec.columns]}
+                                     if kind == "metric" else {}),
                                   "options": {k: {"default": o.default, "help": o.help}
                                               for k, o in (getattr(e.spec, "options", None) or {}).items()}}
                                  for n, e in found.items()]
@@ -73,6 +75,14 @@ def run_list(args) -> int:
                 print(f"  {'':<{width}}  paper: {_paper(entry.spec)}")
             if kind == "variant":
                 print(f"  {'':<{width}}  recipe: {describe_recipe(entry.spec.recipe)}")
+            if kind == "dataset":
+                from .evaluation import default_metrics
+
+                print(f"  {'':<{width}}  samples: {entry.spec.shape.describe()}; metrics: "
+                      f"{', '.join(default_metrics(entry.spec))}")
+            if kind == "metric":
+                print(f"  {'':<{width}}  columns: " + ", ".join(
+                    f"{c.name} ({c.better} is better)" if c.better else c.name for c in entry.spec.columns))
             for option, declared in (getattr(entry.spec, "options", None) or {}).items():
                 print(f"  {'':<{width}}  option {option}={declared.default!r}: {declared.help}")
         print()
@@ -141,6 +151,13 @@ def _add_train(p):
                         "with it (default 0: off)")
     p.add_argument("--ema-start", type=int, default=d.ema_start, metavar="STEP",
                    help="generator steps before averaging starts (G_ema copies G until then; default 0)")
+    remedies = p.add_argument_group("remedies for mode collapse (any variant and architecture)")
+    remedies.add_argument("--pack", type=int, default=d.pack, metavar="M",
+                          help="PacGAN: D judges packs of M samples; a batch is --batch-size packs, M times as many "
+                               "samples, as in the PacGAN code (default 1: off)")
+    remedies.add_argument("--unroll", type=int, default=d.unroll, metavar="K",
+                          help="Unrolled GAN: G's loss through a copy of D advanced K optimizer steps, with "
+                               "gradients through them (default 0: off)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -156,6 +173,8 @@ def _add_train(p):
     p.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help=f"generated images per in-training evaluation (default {d.eval_samples})")
     p.add_argument("--eval-extractor", default=None, help="feature extractor for those (default: the dataset's)")
+    p.add_argument("--eval-metrics", default=None, metavar="A,B",
+                   help="metrics for those (default: the dataset's; `ganzoo list` shows them)")
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="Inception weights file for --eval-extractor inception-v3-compat")
     p.add_argument("--tensorboard", action="store_true",
@@ -186,9 +205,10 @@ def run_train(args) -> int:
                          download=args.download, dataset_options=parse_options(args.dataset_option),
                          variant_options=parse_options(args.variant_option, "--variant-option"),
                          arch_options=parse_options(args.arch_option, "--arch-option"),
-                         ema=args.ema, ema_start=args.ema_start,
+                         ema=args.ema, ema_start=args.ema_start, pack=args.pack, unroll=args.unroll,
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
+                         eval_metrics=list(parse_metrics(args.eval_metrics) or []) or None,
                          precision=args.precision, adam=args.adam, compile=args.compile,
                          channels_last=args.channels_last, threads=args.threads, tensorboard=args.tensorboard)
     run = train(config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
@@ -203,6 +223,9 @@ def run_train(args) -> int:
     if s.get("best_fid") is not None:
         print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "
               f"{s['best_fid_step']}, final {s['final_fid']:.4f} (curve: {run.path / 'eval.csv'})")
+    elif s.get("best_value") is not None:
+        print(f"{s['curve_metric']} during training: best {s['best_value']:.4f} at step {s['best_step']}, final "
+              f"{s['final_value']:.4f} (curve: {run.path / 'eval.csv'})")
     return 0
 
 
@@ -219,16 +242,57 @@ def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str,
     return options
 
 
-def per_variant_options(pairs: list[str]) -> Optional[dict[str, dict[str, str]]]:
-    """["r1.gamma=1", "wgan-gp.lambda=5"] -> {"r1": {"gamma": "1"}, "wgan-gp": {"lambda": "5"}}."""
+def per_variant_options(pairs: list[str], flag: str = "--variant-option",
+                        kind: str = "VARIANT") -> Optional[dict[str, dict[str, str]]]:
+    """["r1.gamma=1", "wgan-gp.lambda=5"] -> {"r1": {"gamma": "1"}, "wgan-gp": {"lambda": "5"}} (and the same for
+    --metric-option METRIC.KEY=VALUE)."""
     by_variant: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         name, dot, option = key.rpartition(".")
         if not sep or not dot or not name.strip() or not option.strip():
-            raise GanzooError(f"--variant-option expects VARIANT.KEY=VALUE, got {pair!r}")
+            raise GanzooError(f"{flag} expects {kind}.KEY=VALUE, got {pair!r}")
         by_variant.setdefault(name.strip(), []).append(f"{option}={value}")
-    return {name: parse_options(given, f"--variant-option for {name}:") for name, given in by_variant.items()} or None
+    return {name: parse_options(given, f"{flag} for {name}:") for name, given in by_variant.items()} or None
+
+
+def parse_setups(given: list[str]) -> Optional[dict[str, dict[str, str]]]:
+    """["pacgan2:pack=2,batch_size=200", "unrolled5:unroll=5"] -> {"pacgan2": {"pack": 2, ...}, ...}: values parsed
+    as TOML would (numbers, true/false), an arch option as arch_options.NAME=VALUE."""
+    setups: dict[str, dict] = {}
+    for text in given:
+        name, sep, rest = text.partition(":")
+        if not sep or not name.strip():
+            raise GanzooError(f"--setup expects NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+        changes: dict = {}
+        for pair in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise GanzooError(f"--setup {name}: expected KEY=VALUE, got {pair!r}")
+            target, key = changes, key.strip()
+            if key.startswith("arch_options."):
+                target, key = changes.setdefault("arch_options", {}), key[len("arch_options."):]
+            target[key] = _toml_value(value.strip())
+        setups[name.strip()] = changes
+    return setups or None
+
+
+def _toml_value(text: str):
+    """A command-line value as TOML would read it: an integer, a float, true/false, else the string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_metrics(text: Optional[str]):
+    from .evaluation import parse_metrics as parse
+
+    return parse(text)
 
 
 def _add_sample(p):
@@ -275,6 +339,10 @@ def _add_eval(p):
     p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                    help="with --real: dataset option, repeatable")
     p.add_argument("--data-root", default=None, help="with --real: folder holding downloaded datasets")
+    p.add_argument("--metrics", default=None, metavar="A,B",
+                   help="metrics to compute (default: the dataset's own; `ganzoo list` shows them all)")
+    p.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric's option, repeatable, e.g. mixture-modes.samples=5000")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the record (metrics and protocol.*) as JSON")
 
@@ -284,16 +352,19 @@ def _add_eval(p):
 def run_eval(args) -> int:
     from .evaluation import DEFAULT_N_FAKE, evaluate, real_reference
 
+    metrics = parse_metrics(args.metrics)
+    metric_options = per_variant_options(args.metric_option, "--metric-option", "METRIC")
     if args.run_folder is not None:
         if args.dataset_option or args.data_root:
             raise GanzooError("--dataset-option and --data-root go with --real; a run uses its own")
         result = evaluate(args.run_folder, args.extractor, n_fake=DEFAULT_N_FAKE if args.n is None else args.n,
                           n_real=args.n_real, seed=args.seed, device=args.device,
-                          inception_weights=args.inception_weights)
+                          inception_weights=args.inception_weights, metrics=metrics, metric_options=metric_options)
     else:
         result = real_reference(args.real, args.extractor, n=args.n, seed=args.seed, n_real=args.n_real,
                                 device=args.device, inception_weights=args.inception_weights,
-                                dataset_options=parse_options(args.dataset_option), data_root=args.data_root)
+                                dataset_options=parse_options(args.dataset_option), data_root=args.data_root,
+                                metrics=metrics, metric_options=metric_options)
     if args.json:
         print(json.dumps(result.to_record(), indent=2))
     else:
@@ -316,6 +387,16 @@ def _add_bench(p):
     p.add_argument("--eval-every", type=int, default=None, help="steps between FID curve points (0: none)")
     p.add_argument("--n-fake", type=int, default=None, help="generated images for each final score")
     p.add_argument("--extractor", default=None, help="feature extractor (default: the dataset's default)")
+    p.add_argument("--metrics", default=None, metavar="A,B",
+                   help="metrics every cell is scored with (default: each dataset's own; `ganzoo list` shows them)")
+    p.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric's option, repeatable (adds to a preset's [metric_options])")
+    p.add_argument("--setup", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="a named training setup, a grid axis like the variants, repeatable, e.g. "
+                        "pacgan2:pack=2 or unrolled5:unroll=5 or mbstd:arch_options.mbstd=4 "
+                        "(adds to a preset's [setups])")
+    p.add_argument("--setups", default=None, metavar="A,B",
+                   help="run only these of the preset's [setups], in this order")
     p.add_argument("--variant-option", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                    help="a variant's option, repeatable, e.g. r1.gamma=1 (adds to a preset's [variant_options])")
     p.add_argument("--inception-weights", default=None, help="path to the Inception weights file, if not cached")
@@ -357,7 +438,10 @@ def run_bench(args) -> int:
     spec = load_spec(args.config, variants=args.variants, archs=args.archs, datasets=args.datasets,
                      seeds=args.seeds, steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake,
                      extractor=args.extractor, data_root=args.data_root, device=args.device,
-                     variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard)
+                     variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard,
+                     metrics=parse_metrics(args.metrics),
+                     metric_options=per_variant_options(args.metric_option, "--metric-option", "METRIC"),
+                     setups=parse_setups(args.setup), select_setups=args.setups)
     if args.dataset_option:
         options = parse_options(args.dataset_option)
         spec = dataclasses.replace(spec, dataset_options={
@@ -377,6 +461,8 @@ def _add_leaderboard(p):
     p.add_argument("folder", help="report folder written by `ganzoo bench`")
     p.add_argument("--format", default="md", choices=["md", "latex", "csv", "html"])
     p.add_argument("--output", default=None, help="write to this file instead of printing")
+    p.add_argument("--spread", default=None, choices=["sd", "se"],
+                   help="what ± shows: sd over seeds or the standard error (default: the benchmark's setting)")
 
 
 @command("leaderboard", "re-render a benchmark's leaderboard from stored results (no training)")
@@ -385,7 +471,7 @@ def run_leaderboard(args) -> int:
     from .files import atomic_write
     from .leaderboard import leaderboard, render
 
-    text = render(leaderboard(args.folder), args.format)
+    text = render(leaderboard(args.folder, spread=args.spread), args.format)
     if args.output:
         atomic_write(args.output, lambda f: f.write(text), mode="w")
     else:

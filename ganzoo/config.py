@@ -16,12 +16,12 @@ from .errors import GanzooError
 # on another device or thread count does): adam, compile, channels_last, threads. precision is not: bf16
 # changes what is computed.
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
-                      "eval_every", "eval_samples", "eval_extractor", "inception_weights",
+                      "eval_every", "eval_samples", "eval_extractor", "eval_metrics", "inception_weights",
                       "adam", "compile", "channels_last", "threads", "tensorboard"}
 # Identity fields added after runs already existed: left out of the identity while at their default, so that
 # those runs keep their keys (bench names run folders and result rows by key).
 LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {},
-                          "ema": 0.0, "ema_start": 0}
+                          "ema": 0.0, "ema_start": 0, "pack": 1, "unroll": 0}
 # The fields a variant's recipe fills in when the user leaves them at None (specs.Recipe).
 RECIPE_FIELDS = ("d_steps", "optimizer", "lr", "betas")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -91,9 +91,18 @@ class TrainConfig:
     # When on, evaluation, sample grids and `ganzoo sample` use G_ema. 0: off.
     ema: float = 0.0
     ema_start: int = 0
+    # Remedies for mode collapse that work with any variant and architecture (training.py, "named places"):
+    # PacGAN (Lin et al. 2018): D judges packs of `pack` samples concatenated along channels (or features); only D's
+    # input layer changes. As in the PacGAN code, batch_size counts D's inputs: a step draws batch_size packs, that
+    # is pack x batch_size real and as many generated samples (G makes them in `pack` batches of batch_size). 1: off.
+    pack: int = 1
+    # Unrolled GAN (Metz et al. 2017): G's loss is taken through a copy of D advanced `unroll` optimizer steps on
+    # the same batch, with gradients through those steps; D takes its one normal step. 0: off.
+    unroll: int = 0
     eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
     eval_samples: int = 5000  # generated images per evaluation during training
     eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
+    eval_metrics: Optional[list] = None  # metrics for those (None: the dataset's default metrics)
     inception_weights: Optional[str] = None  # weights file for inception-v3-compat (None: torch's hub cache)
     # Speed (measured in benchmarks/RESULTS.md, "Training speed"); evaluation is float32 whatever these say.
     precision: str = "fp32"  # "bf16": forward passes under bfloat16 autocast (weights, Adam, losses stay fp32)
@@ -127,6 +136,11 @@ class TrainConfig:
         object.__setattr__(self, "ema", float(self.ema))
         if not isinstance(self.ema_start, int) or isinstance(self.ema_start, bool) or self.ema_start < 0:
             raise GanzooError(f"ema-start must be a non-negative integer, got {self.ema_start!r}")
+        if not isinstance(self.pack, int) or isinstance(self.pack, bool) or self.pack < 1:
+            raise GanzooError(f"pack must be a positive integer (1: no packing; 2 is PacGAN2), got {self.pack!r}")
+        if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or self.unroll < 0:
+            raise GanzooError(f"unroll must be a non-negative integer (look-ahead steps of D; 0: off), "
+                              f"got {self.unroll!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise GanzooError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.optimizer == "rmsprop" and self.betas is not None:
@@ -187,6 +201,8 @@ def describe_recipe(recipe: Any) -> str:
 
 def describe_training(config: TrainConfig) -> str:
     """The recipe and the variant's and architecture's options of a resolved config, as a leaderboard shows it."""
-    options = {**config.variant_options, **{f"arch.{k}": v for k, v in config.arch_options.items()}}
+    options = {**config.variant_options, **{f"arch.{k}": v for k, v in config.arch_options.items()},
+               **({"pack": config.pack} if config.pack != 1 else {}),
+               **({"unroll": config.unroll} if config.unroll else {})}
     return describe_recipe(config) + "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
                                              for k, v in options.items())

@@ -35,11 +35,15 @@ def _load_split(dataset: str, split: str, root: str, download: bool, options: tu
     spec = registry.dataset(dataset, dict(options))
     data = spec.load(split, root, download)
     images = data.images
-    expected = (spec.shape.channels, spec.shape.size, spec.shape.size)
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected:
+    expected = spec.shape.dims
+    dtype = torch.uint8 if spec.shape.kind == "image" else torch.float32  # images as bytes, vectors as floats
+    if not isinstance(images, torch.Tensor) or images.dtype != dtype or tuple(images.shape[1:]) != expected:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise GanzooError(f"dataset '{dataset}' split '{split}' gave images {got} "
-                          f"{getattr(images, 'dtype', '')}, expected uint8 N x {' x '.join(map(str, expected))}")
+        what = "images" if spec.shape.kind == "image" else "vectors"
+        raise GanzooError(f"dataset '{dataset}' split '{split}' gave {what} {got} {getattr(images, 'dtype', '')}, "
+                          f"expected {str(dtype).replace('torch.', '')} N x {' x '.join(map(str, expected))}")
+    if dtype == torch.float32 and not torch.isfinite(images).all():
+        raise GanzooError(f"dataset '{dataset}' split '{split}' holds values that are not finite numbers")
     if len(images) == 0:
         raise GanzooError(f"dataset '{dataset}' split '{split}' is empty")
     if data.labels is not None and tuple(data.labels.shape) != (len(images),):

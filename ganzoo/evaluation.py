@@ -1,17 +1,21 @@
-"""Evaluation: IS, FID and KID through torch-fidelity, each score carrying the protocol it was computed under.
+"""Evaluation: generated samples scored by metric plugins, each score carrying the protocol it was computed under.
 
-    evaluate(run)                    a trained run's generated images against its dataset's reference split
-    evaluate_images(fake, dataset)   any uint8 N x C x H x W images against the reference split
-    real_reference(dataset)          real training images against the reference split: what "perfect" scores
+    evaluate(run)                    a trained run's samples against its dataset's reference split
+    evaluate_images(fake, dataset)   any samples (uint8 N x C x H x W images, float32 N x F vectors) likewise
+    real_reference(dataset)          real training samples scored the same way: what "perfect" scores
 
-Each evaluation is one ``torch_fidelity.calculate_metrics(isc=True, fid=True, kid=True)`` call, so features are
-extracted once; images go in as uint8 B x 3 x H x W (grayscale tiled to 3 channels). The feature extractor is
-a plugin (hook ``ganzoo_feature_extractors``): ``inception-v3-compat`` gives the standard numbers (its weights
-downloaded once into torch's hub cache, or given by path); ``classifier``, the default for labelled datasets,
-works offline and gives "classifier IS/FID/KID", which rank models on one dataset but are not comparable with
-Inception numbers. Scores from different protocols are not comparable either, so every EvalResult records
-extractor and weights hash, sample counts, reference split, image handling, IS splits, KID subsets (capped at the
-sample count), seed and versions.
+Metrics are plugins (hook ``ganzoo_metrics``, specs.MetricSpec), registered like variants: the built-in ones are
+`fidelity` (IS, FID, KID, precision and recall from one torch-fidelity pass), `class-coverage` (classes the
+reference classifier finds), `mixture-modes` (2-D mixtures of Gaussians) and `stacked-modes` (Stacked MNIST).
+A dataset names its default metrics (DatasetSpec.metrics; images: fidelity, plus class-coverage when labelled);
+`metrics=` (``--metrics``) chooses others, and a metric that does not apply to a dataset is refused naming the
+ones that do. What metrics share is prepared once per Scorer and handed out on demand: the real reference, the
+feature extractor (a plugin too, hook ``ganzoo_feature_extractors``: the offline `classifier` or the standard
+`inception-v3-compat`) and the dataset's reference classifier.
+
+Scores from different protocols are not comparable, so every EvalResult records the protocol (each metric's own
+fields, sample counts, reference split and subset, seed, versions) and which protocol fields must agree before
+two scores are ranked against each other.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -36,46 +41,54 @@ from .data import load_split
 from .devices import resolve_device
 from .errors import GanzooError
 from .files import atomic_write, read_json, write_json
-from .specs import LOGITS_SINK, DatasetSpec, ExtractorRequest, PreparedExtractor
+from .specs import (DatasetSpec, ExtractorRequest, MetricColumn, MetricRequest, MetricResult, MetricSamples,
+                    PreparedExtractor, Reference, ReferenceClassifier)
 
-METRICS = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")
-COVERAGE = ("classes_covered", "class_kl")  # only when the extractor is a classifier of the dataset's classes
-COVERAGE_SHARE = 0.05  # a class counts as covered when it holds at least this share of the generated samples
 DEFAULT_N_FAKE = 5000
-IS_SPLITS = 10  # torch-fidelity's defaults (and the TensorFlow reference implementations')
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
-KID_KERNEL = "polynomial, degree 3, gamma 1/d, coef0 1"
-PRC_NEIGHBORHOOD = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019 and torch-fidelity's default)
-_FROM_FIDELITY = {"inception_score_mean": "is_mean", "inception_score_std": "is_std",
-                  "frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid_mean",
-                  "kernel_inception_distance_std": "kid_std", "precision": "precision", "recall": "recall"}
+REFERENCE_CLASSIFIER = "classifier"  # the extractor whose network is "the dataset's reference classifier"
+# Columns every record of the first releases held (IS/FID/KID and class coverage), for reading old results.
+METRICS = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")
+COVERAGE = ("classes_covered", "class_kl")
+# Protocol fields that every evaluation records itself and that must agree before two scores are ranked.
+CORE_COMPARABLE = ("n_fake", "n_real", "reference_split")
 
 
 @dataclass
 class EvalResult:
-    """Scores (`metrics`, columns is_mean, is_std, fid, kid_mean, kid_std [, classes_covered, class_kl]) and
-    the `protocol` they were computed under (flat: names to strings and numbers)."""
+    """Scores (`metrics`: column -> value) and the `protocol` they were computed under (flat: names to strings and
+    numbers); `columns` describes each score (its metric, header, direction, format), `errors` names the metrics
+    that failed (when evaluation was asked to keep going), and `comparable` the protocol fields that must agree."""
 
     metrics: dict[str, float]
     protocol: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    comparable: list[str] = field(default_factory=list)
+    rank_by: Optional[str] = None  # the column a leaderboard ranks these scores by (the first metric's primary)
 
     def to_record(self) -> dict[str, Any]:
-        """One flat dict, ready to be a pandas row: the metrics, then ``protocol.<field>`` for every field."""
-        return {**self.metrics, **{f"protocol.{k}": v for k, v in self.protocol.items()}}
+        """One flat dict, ready to be a pandas row: the metrics, `protocol.<field>` for every protocol field, and
+        `metric_info` (how to read the columns), so that a leaderboard needs no plugin to render them."""
+        return {**self.metrics, **{f"protocol.{k}": v for k, v in self.protocol.items()},
+                "metric_info": {"columns": self.columns, "comparable": self.comparable, "rank_by": self.rank_by,
+                                "errors": self.errors}}
 
     def summary(self) -> str:
         """Human-readable scores and protocol (what `ganzoo eval` prints)."""
-        m, p = self.metrics, self.protocol
+        p = self.protocol
+        lines = [p["scores_are"]] if p.get("scores_are") else []
+        # scores on the offline classifier's features are "classifier FID" etc., never to be read as Inception's
         kind = "classifier " if p.get("extractor_kind") == "classifier" else ""
-        lines = [p.get("scores_are", ""),
-                 f"  {kind}IS   {m['is_mean']:.4f} +- {m['is_std']:.4f}",
-                 f"  {kind}FID  {m['fid']:.4f}",
-                 f"  {kind}KID  {m['kid_mean']:.6f} +- {m['kid_std']:.6f}",
-                 f"  precision {m.get('precision', math.nan):.4f}  recall {m.get('recall', math.nan):.4f}"]
-        if "classes_covered" in m:
-            lines.append(f"  classes covered {m['classes_covered']}/{p.get('num_classes')} "
-                         f"(>= {COVERAGE_SHARE:.0%} of samples), class KL from uniform {m['class_kl']:.4f} nats")
+        by_metric: dict[str, list[str]] = {}
+        for name, column in self.columns.items():
+            value = self.metrics.get(name, math.nan)
+            text = "-" if not isinstance(value, (int, float)) or value != value else f"{value:{column['format']}}"
+            header = f"{kind}{column['header']}" if column.get("features") else column["header"]
+            by_metric.setdefault(column["metric"], []).append(f"{header} {text}")
+        for metric, cells in by_metric.items():
+            lines.append(f"  {metric}: " + "  ".join(cells))
+        for metric, error in self.errors.items():
+            lines.append(f"  {metric}: failed: {error}")
         lines.append("protocol:")
         width = max(map(len, p), default=0)
         lines += [f"  {k:<{width}}  {v}" for k, v in p.items()]
@@ -87,13 +100,54 @@ def default_extractor(dataset: DatasetSpec) -> str:
     return "classifier" if dataset.num_classes else "inception-v3-compat"
 
 
-def class_coverage(logits: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Mode coverage from predicted classes: classes holding >= 5% of samples, KL(histogram || uniform) in nats."""
-    counts = torch.bincount(logits.argmax(1), minlength=num_classes)[:num_classes].double()
-    share = counts / counts.sum()
-    present = share[share > 0]
-    return {"classes_covered": int((share >= COVERAGE_SHARE).sum()),
-            "class_kl": float((present * (present * num_classes).log()).sum())}
+def default_metrics(dataset: DatasetSpec) -> tuple[str, ...]:
+    """What a dataset is scored with unless told otherwise: its own list, else IS/FID/KID with precision/recall,
+    and the classes its reference classifier finds when it is labelled."""
+    if dataset.metrics:
+        return tuple(dataset.metrics)
+    return ("fidelity", "class-coverage") if dataset.num_classes else ("fidelity",)
+
+
+def metric_problem(name: str, dataset: DatasetSpec) -> Optional[str]:
+    """Why metric `name` cannot score `dataset` (None when it can): its `applies`, and what it `needs`."""
+    spec = registry.get("metric", name).spec
+    if ("labels" in spec.needs or "classifier" in spec.needs) and not dataset.num_classes:
+        return f"it needs a labelled dataset and '{dataset.name}' has no labels"
+    if spec.applies is not None:
+        try:
+            why = spec.applies(dataset)
+        except Exception as exc:  # noqa: BLE001 - third-party code
+            return f"its applies() raised {type(exc).__name__}: {exc}"
+        if why:
+            return str(why)
+    return None
+
+
+def check_metrics(names: Optional[tuple[str, ...] | list[str]], dataset: DatasetSpec) -> tuple[str, ...]:
+    """The metrics to score `dataset` with (None: its defaults), each known and applicable, or a one-line error
+    naming the metrics that do apply."""
+    names = tuple(names) if names else default_metrics(dataset)
+    if len(set(names)) != len(names):
+        raise GanzooError(f"metrics repeat: {', '.join(names)}")
+    for name in names:
+        registry.get("metric", name)  # an unknown name lists the available ones
+        why = metric_problem(name, dataset)
+        if why:
+            fit = [m for m in registry.entries("metric") if metric_problem(m, dataset) is None]
+            raise GanzooError(f"metric '{name}' does not apply to dataset '{dataset.name}' "
+                              f"({dataset.shape.describe()}): {why}; metrics that apply: {', '.join(fit) or 'none'}")
+    return names
+
+
+def parse_metrics(value: Any) -> Optional[tuple[str, ...]]:
+    """--metrics a,b (or a list from TOML or Python) -> a tuple of names; None and "" mean each dataset's default."""
+    if value is None or value == "" or value == ():
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise GanzooError(f"metrics must be a comma-separated list of names, got {value!r}")
+    return tuple(value) or None
 
 
 class _Images(torch.utils.data.Dataset):
@@ -109,225 +163,369 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
+def as_rgb(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x C x H x W on the CPU as torch-fidelity wants it: grayscale tiled to 3 channels."""
+    images = images.cpu()
+    if images.shape[1] not in (1, 3):
+        raise GanzooError(f"images have {images.shape[1]} channels; feature extractors take 1 (grayscale, tiled to "
+                          "3) or 3")
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+class Features:
+    """A feature extractor prepared for one dataset (trained or loaded, registered with torch-fidelity, weights
+    checked and hashed), shared by the metrics of an evaluation: `fidelity` hands it to torch-fidelity, other
+    metrics call `features(images)` for the same features FID uses."""
+
+    def __init__(self, name: str, origin: str, prepared: PreparedExtractor, device: torch.device, cache: bool,
+                 dataset: DatasetSpec, options: dict):
+        self.name, self.origin, self.prepared, self.device = name, origin, prepared, device
+        self.cache, self.dataset, self.options = cache, dataset, options
+
+    def features(self, images: torch.Tensor, layer: str = "fid") -> torch.Tensor:
+        """(N, F) float features of uint8 images at the layer FID uses (or `layer`: "isc", "kid", a name)."""
+        import torch_fidelity.utils as fidelity_utils
+
+        p = self.prepared
+        name = p.feature_layers.get(layer, layer)
+        cuda = self.device.type == "cuda"
+        extractor = fidelity_utils.create_feature_extractor(p.fidelity_name, [name], cuda=cuda, verbose=False,
+                                                            feature_extractor_weights_path=p.weights_path)
+        with torch.random.fork_rng(devices=[self.device.index or 0] if cuda else []):
+            found = fidelity_utils.get_featuresdict_from_dataset(_Images(as_rgb(images)), extractor, p.batch_size,
+                                                                cuda, True, False)
+        return found[name].float()
+
+    def protocol(self) -> dict[str, Any]:
+        p = self.prepared
+        return {"scores_are": p.scores_are, "extractor": self.name,
+                "extractor_kind": "classifier" if p.num_classes else "feature network",
+                "extractor_plugin": self.origin, "extractor_weights_sha256": p.weights_sha256,
+                "feature_layers": ", ".join(f"{m}={layer}" for m, layer in p.feature_layers.items()),
+                "feature_dim": p.feature_dim, **p.info}
+
+    def cache_name(self, reference: Reference) -> Optional[str]:
+        """The name torch-fidelity caches the real side's features and statistics under (None: no caching). The
+        weights hash is part of it, so two weights files (or two classifiers) never share an entry."""
+        if not self.cache:
+            return None
+        p = self.prepared
+        identity = json.loads(reference.identity) + [self.name, p.fidelity_name, p.weights_sha256, p.feature_layers]
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.dataset.name}-{reference.split}")
+        return f"ganzoo-{readable}-{digest}"
+
+
 class Scorer:
-    """What stays fixed between evaluations against one dataset: the prepared extractor and the real images.
+    """What stays fixed between evaluations against one dataset: its metrics, prepared once (the reference loaded,
+    an extractor prepared, a classifier trained), ready to score any number of sample sets.
 
     evaluate_images builds one per call; training builds one and scores the generator at every eval point.
+    `extractor` (None: the dataset's default) is the feature extractor of the metrics that use features;
+    `reference` replaces the reference split (a real-vs-real row holds out its own half).
     """
 
     def __init__(self, dataset: str, extractor: Optional[str] = None, n_real: Optional[int] = None, seed: int = 0,
                  device: str = "auto", inception_weights: Optional[str | Path] = None,
                  dataset_options: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
-                 progress: bool = True, cache: bool = True, reference: Optional[tuple[torch.Tensor, str]] = None):
+                 progress: bool = True, cache: bool = True, reference: Optional[tuple[torch.Tensor, str]] = None,
+                 metrics: Optional[tuple[str, ...] | list[str]] = None, metric_options: Optional[dict] = None):
         self.device = resolve_device(device)
         self.options = normalize_dataset_options(dataset_options)
         self.dataset = registry.dataset(dataset, self.options)
         self.extractor = extractor or default_extractor(self.dataset)
-        entry = registry.get("extractor", self.extractor)
-        self.extractor_origin = f"{entry.plugin} ({entry.origin})"
+        self.n_real, self.seed, self.cache, self.progress = n_real, seed, cache, progress
+        self.data_root, self.download = data_root, download
+        self.inception_weights = str(inception_weights) if inception_weights else None
+        self._given_reference = reference
+        self._reference: Optional[Reference] = None
+        self._features: Optional[Features] = None
+        self._classifiers: dict[str, ReferenceClassifier] = {}
+        self.names = check_metrics(metrics, self.dataset)
+        metric_options = metric_options or {}
+        stray = sorted(set(metric_options) - set(self.names))
+        if stray:
+            raise GanzooError(f"metric options for {', '.join(stray)}, which this evaluation does not compute "
+                              f"(metrics: {', '.join(self.names)})")
+        self.specs = {name: registry.configure("metric", registry.get("metric", name).spec, metric_options.get(name))
+                      for name in self.names}
+        self.metric_options = {name: registry.option_values("metric", registry.get("metric", name).spec,
+                                                            metric_options.get(name)) for name in self.names}
+        request = MetricRequest(self.dataset, dict(self.options), self._load, self.reference, self.features,
+                                self.classifier, seed, str(self.device), progress, cache)
+        self.scorers = {}
+        for name, spec in self.specs.items():
+            with torch.random.fork_rng(devices=[]):  # preparing may train a classifier: leave the caller's RNG
+                self.scorers[name] = _prepare_metric(name, spec, request)
 
-        def load(split: str):
-            return load_split(dataset, split, data_root, download, self.options)
+    # ---- what the metrics share, prepared on first use ----
 
-        request = ExtractorRequest(self.dataset, load, dict(self.options),
-                                   str(inception_weights) if inception_weights else None, str(self.device), progress)
-        with torch.random.fork_rng(devices=[]):  # preparing may train a classifier: leave the caller's RNG alone
-            self.prepared: PreparedExtractor = entry.spec.prepare(request)
-        if not isinstance(self.prepared, PreparedExtractor):
-            raise GanzooError(f"extractor '{self.extractor}' ({self.extractor_origin}) returned "
-                              f"{type(self.prepared).__name__} from prepare, expected PreparedExtractor")
+    def _load(self, split: str):
+        return load_split(self.dataset.name, split, self.data_root, self.download, self.options)
 
-        # The real reference: the dataset's reference split (or what real_reference passes), maybe a seeded subset.
-        if reference is None:
-            split = self.dataset.reference_split
-            data = load(split)
-            images, subset = _pick(data.images, n_real, seed, "n_real", f"{dataset} '{split}'")
-            self.reference_split = split
-            self.real_subset = subset
-            identity = [dataset, self.options, split, data.info, subset]
-        else:
-            images, self.reference_split = reference
-            images, self.real_subset = _pick(images, n_real, seed, "n_real", f"{dataset} '{self.reference_split}'")
-            identity = [dataset, self.options, self.reference_split,
-                        hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()]
-        self.real = self._as_rgb(images, f"the real '{self.reference_split}' images")
-        # FID fits a covariance to each side's features: with no more images than feature dimensions it is
-        # singular and the score says little. Refusing would block quick looks at tiny data; the protocol says so.
-        self.reference_warning = ""
-        if len(self.real) <= self.prepared.feature_dim:
-            self.reference_warning = (
-                f"only {len(self.real)} reference images for {self.prepared.feature_dim}-dimensional features: "
-                f"FID's covariance is singular and the score is not meaningful (use more than "
-                f"{self.prepared.feature_dim})")
-            print(f"ganzoo: warning: {self.reference_warning}", file=sys.stderr)
-        # torch-fidelity caches the real side's features and FID statistics under this name. The weights hash is
-        # part of it, so two weights files (or two classifiers) never share an entry.
-        identity += [self.extractor, self.prepared.fidelity_name, self.prepared.weights_sha256,
-                     self.prepared.feature_layers]
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.dataset.name}-{self.reference_split}")
-        self.real_cache_name = f"ganzoo-{readable}-{digest}" if cache else None
+    def reference(self) -> Reference:
+        """The real samples the generated ones are compared with: the reference split (a seeded subset of n_real
+        of it), or what real_reference holds out."""
+        if self._reference is None:
+            name = self.dataset.name
+            if self._given_reference is None:
+                split = self.dataset.reference_split
+                data = self._load(split)
+                samples, subset = _pick(data.images, self.n_real, self.seed, "n_real", f"{name} '{split}'")
+                labels = _pick(data.labels, self.n_real, self.seed, "n_real", "")[0] if data.labels is not None \
+                    else None
+                identity = [name, self.options, split, data.info, subset]
+            else:
+                samples, split = self._given_reference
+                samples, subset = _pick(samples, self.n_real, self.seed, "n_real", f"{name} '{split}'")
+                labels = None
+                identity = [name, self.options, split,
+                            hashlib.sha256(samples.contiguous().numpy().tobytes()).hexdigest()]
+            self._reference = Reference(self._checked(samples, f"the real '{split}' samples"), labels, split, subset,
+                                        json.dumps(identity, sort_keys=True, default=str))
+        return self._reference
 
-    # -----------------------------------------------------------------------------------------------------
+    def features(self) -> Features:
+        """The feature extractor (self.extractor), prepared for this dataset."""
+        if self._features is None:
+            entry = registry.get("extractor", self.extractor)
+            if self.dataset.shape.kind != "image":
+                raise GanzooError(f"feature extractor '{self.extractor}' reads images; dataset '{self.dataset.name}' "
+                                  f"has {self.dataset.shape.describe()}")
+            request = ExtractorRequest(self.dataset, self._load, dict(self.options), self.inception_weights,
+                                       str(self.device), self.progress)
+            with torch.random.fork_rng(devices=[]):
+                prepared = entry.spec.prepare(request)
+            if not isinstance(prepared, PreparedExtractor):
+                raise GanzooError(f"extractor '{self.extractor}' ({entry.plugin} ({entry.origin})) returned "
+                                  f"{type(prepared).__name__} from prepare, expected PreparedExtractor")
+            self._features = Features(self.extractor, f"{entry.plugin} ({entry.origin})", prepared, self.device,
+                                      self.cache, self.dataset, self.options)
+        return self._features
 
-    def _as_rgb(self, images: Any, what: str) -> torch.Tensor:
-        """Check uint8 N x C x H x W against the dataset's shape; tile grayscale to the 3 channels torch-fidelity wants."""
-        shape = self.dataset.shape
-        expected = (shape.channels, shape.size, shape.size)
-        if not isinstance(images, torch.Tensor):
-            try:
-                images = torch.as_tensor(images)
-            except (TypeError, ValueError, RuntimeError):
-                raise GanzooError(f"{what} must be a uint8 tensor N x {' x '.join(map(str, expected))}, "
-                                  f"got {type(images).__name__}") from None
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise GanzooError(f"{what} must be uint8 N x {' x '.join(map(str, expected))}, got {images.dtype} "
-                              f"{tuple(images.shape)}")
-        if tuple(images.shape[1:]) != expected:
-            raise GanzooError(f"{what} are {' x '.join(map(str, images.shape[1:]))} (C x H x W), but dataset "
-                              f"'{self.dataset.name}' has {' x '.join(map(str, expected))}: "
-                              "sizes and channels must match")
-        if shape.channels not in (1, 3):
-            raise GanzooError(f"dataset '{self.dataset.name}' has {shape.channels} channels; "
-                              "evaluation handles 1 (grayscale, tiled to 3) or 3")
-        images = images.cpu()
-        return images.expand(-1, 3, -1, -1) if shape.channels == 1 else images
+    def classifier(self, dataset: Optional[str] = None, options: Optional[dict] = None) -> ReferenceClassifier:
+        """The reference classifier of this dataset (or of `dataset` with `options`): the `classifier` extractor's
+        network, trained once on that dataset's labels and cached."""
+        name = dataset or self.dataset.name
+        opts = normalize_dataset_options(options) if dataset else self.options
+        key = json.dumps([name, opts], sort_keys=True)
+        if key not in self._classifiers:
+            spec = registry.dataset(name, opts)
+            if not spec.num_classes:
+                raise GanzooError(f"a reference classifier needs a labelled dataset; '{name}' has no labels")
+            entry = registry.get("extractor", REFERENCE_CLASSIFIER)
 
-    def score(self, fake: Any, seed: int = 0, source: str = "images", context: Optional[dict] = None) -> EvalResult:
-        """IS/FID/KID of `fake` (uint8 N x C x H x W) against the real reference, with the full protocol."""
-        fake = self._as_rgb(fake, "the generated images")
-        n_fake, n_real = len(fake), len(self.real)
+            def load(split: str):
+                return load_split(name, split, self.data_root, self.download, opts)
+
+            request = ExtractorRequest(spec, load, dict(opts), None, str(self.device), self.progress)
+            with torch.random.fork_rng(devices=[]):
+                prepared = entry.spec.prepare(request)
+            if not isinstance(prepared, PreparedExtractor) or prepared.classify is None:
+                raise GanzooError(f"extractor '{REFERENCE_CLASSIFIER}' ({entry.origin}) gives no classify function, "
+                                  "which metrics that need the reference classifier use")
+            self._classifiers[key] = ReferenceClassifier(name, prepared.classify, int(prepared.num_classes),
+                                                         prepared.weights_sha256, dict(prepared.info))
+        return self._classifiers[key]
+
+    @property
+    def prepared(self) -> PreparedExtractor:
+        return self.features().prepared
+
+    @property
+    def real_cache_name(self) -> Optional[str]:
+        return self.features().cache_name(self.reference())
+
+    # ---- scoring ----
+
+    def samples_needed(self, n_fake: int) -> int:
+        """How many samples to generate so that every metric gets its count (a fixed protocol count, or n_fake)."""
+        return max([n_fake] + [spec.samples for spec in self.specs.values() if spec.samples])
+
+    def score(self, fake: Any, seed: int = 0, source: str = "images", context: Optional[dict] = None,
+              labels: Optional[torch.Tensor] = None, keep_going: bool = False,
+              n_fake: Optional[int] = None, fewer: bool = False) -> EvalResult:
+        """Every metric of `fake` (uint8 images or float32 vectors of the dataset's shape), with the protocol.
+
+        Metrics whose protocol fixes a count score the first that many samples (all there are, if fewer and
+        `fewer`: a small real split scored as if generated); the others the first n_fake (all of them by default).
+        The protocol records each count. A metric that fails raises (a one-line GanzooError naming it) unless keep_going, where
+        its error is recorded in EvalResult.errors and the other metrics are still reported."""
+        fake = self._checked(fake, "the generated samples")
+        n_fake = len(fake) if n_fake is None else n_fake
         _check_count(n_fake, "generated samples")
-        p = self.prepared
-        is_splits = min(IS_SPLITS, n_fake)
-        kid_subset_size = min(KID_SUBSET_SIZE, n_fake, n_real)  # torch-fidelity refuses more than either side has
-        sink: list[torch.Tensor] = []
-        # Precision and recall (Kynkaanniemi et al. 2019) on the FID features, in the same pass. torch-fidelity
-        # >= 0.4 takes the generated set as input1 (earlier versions swapped the roles); k-NN needs k + 1 samples.
-        prc = min(n_fake, n_real) > PRC_NEIGHBORHOOD
-        kwargs = dict(
-            input1=_Images(fake), input2=_Images(self.real), isc=True, fid=True, kid=True, prc=prc,
-            feature_layer_prc=p.feature_layers["fid"], prc_neighborhood=PRC_NEIGHBORHOOD,
-            feature_extractor=p.fidelity_name, feature_extractor_weights_path=p.weights_path,
-            feature_layer_isc=p.feature_layers["isc"], feature_layer_fid=p.feature_layers["fid"],
-            feature_layer_kid=p.feature_layers["kid"],
-            isc_splits=is_splits, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size, rng_seed=seed,
-            batch_size=p.batch_size, cuda=self.device.type == "cuda",
-            cache=self.real_cache_name is not None,
-            input2_cache_name=self.real_cache_name,
-            save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
-            verbose=False,
-        )
-        if p.num_classes:
-            kwargs[LOGITS_SINK] = sink
-        import torch_fidelity
-
         started = time.perf_counter()
+        values: dict[str, float] = {}
+        protocol: dict[str, Any] = {}
+        columns: dict[str, dict] = {}
+        errors: dict[str, str] = {}
+        comparable = list(CORE_COMPARABLE)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
-        with torch.random.fork_rng(devices=devices), on_device:  # mid-training, the training RNG must not move
+        for name, spec in self.specs.items():
+            for column in spec.columns:
+                columns[column.name] = {**asdict(column), "board": column.board_name, "metric": name,
+                                        "features": "features" in spec.needs}
+            comparable += [f for f in spec.comparable if f not in comparable]
+            n = spec.samples or n_fake
+            if fewer:
+                n = min(n, len(fake))
             try:
-                with caches.fidelity_cache(self.real_cache_name) as private_root:  # never a shared folder
-                    raw = torch_fidelity.calculate_metrics(**kwargs, cache_root=private_root)
-            except ValueError as exc:  # torch-fidelity's own input checks (vassert)
-                raise GanzooError(f"torch-fidelity refused the evaluation: {_first_line(exc)}") from None
-            except (RuntimeError, OSError, EOFError) as exc:
-                raise GanzooError(f"extractor '{self.extractor}' failed: {_first_line(exc)}") from None
-        seconds = time.perf_counter() - started
-        metrics = {ours: float(raw[theirs]) if theirs in raw else math.nan for theirs, ours in _FROM_FIDELITY.items()}
-        if p.num_classes:
-            # The fakes are input1, so their logits come first; the real side's follow unless they were cached.
-            logits = torch.cat(sink) if sink else torch.empty(0, p.num_classes)
-            if len(logits) not in (n_fake, n_fake + n_real):
-                raise GanzooError(f"extractor '{self.extractor}' reported {len(logits)} logits for {n_fake} generated "
-                                  f"and {n_real} real images; cannot compute class coverage")
-            metrics.update(class_coverage(logits[:n_fake], p.num_classes))
-
-        import torch_fidelity.version
-
-        protocol: dict[str, Any] = {
-            "scores_are": p.scores_are,
-            "extractor": self.extractor,
-            "extractor_kind": "classifier" if p.num_classes else "feature network",
-            "extractor_plugin": self.extractor_origin,
-            "extractor_weights_sha256": p.weights_sha256,
-            "feature_layers": ", ".join(f"{m}={layer}" for m, layer in p.feature_layers.items()),
-            "feature_dim": p.feature_dim,
-        }
-        protocol.update({k: v for k, v in p.info.items()})
-        protocol.update({
-            "num_classes": p.num_classes,
+                if n > len(fake):
+                    raise GanzooError(f"it scores {n} samples, and only {len(fake)} were generated")
+                with torch.random.fork_rng(devices=devices):  # mid-training, the training RNG must not move
+                    result = self.scorers[name](MetricSamples(fake[:n], None if labels is None else labels[:n], seed))
+                result = _checked_result(name, spec, result)
+            except Exception as exc:  # noqa: BLE001 - a metric plugin's failure is reported by name
+                message = _failure(name, exc)
+                if not keep_going:
+                    raise GanzooError(message) from None
+                errors[name] = message
+                values.update({c.name: math.nan for c in spec.columns})
+                continue
+            clash = sorted(set(result.protocol) & set(protocol))
+            if clash:
+                raise GanzooError(f"metric '{name}' records protocol field(s) {', '.join(clash)}, which another "
+                                  "metric of this evaluation records too; a metric should prefix its fields")
+            values.update(result.values)
+            protocol.update(result.protocol)
+            if spec.samples:
+                protocol[f"{name.replace('-', '_')}.samples"] = n  # e.g. mixture_modes.samples
+        reference = self._reference
+        common = {
             "dataset": self.dataset.name,
             "dataset_options": json.dumps(self.options, sort_keys=True) if self.options else "",
-            "generated_from": source,
-            **(context or {}),
+            "metrics": ", ".join(self.names),
+            **({"metric_options": json.dumps(self.metric_options, sort_keys=True)}
+               if any(self.metric_options.values()) else {}),
+            "generated_from": source, **(context or {}),
             "n_fake": n_fake,
-            "n_real": n_real,
-            "reference_split": self.reference_split,
-            "real_subset": self.real_subset,
-            **({"reference_warning": self.reference_warning} if self.reference_warning else {}),
-            "image_size": f"{self.dataset.shape.size}x{self.dataset.shape.size}",
-            "resize": p.resize,
-            "channels": ("grayscale tiled to 3 channels (uint8 Bx3xHxW)" if self.dataset.shape.channels == 1
-                         else "RGB as is (uint8 Bx3xHxW)"),
-            "is_splits": is_splits,
-            "kid_subsets": KID_SUBSETS,
-            "kid_subset_size": kid_subset_size,
-            "kid_subset_size_capped": kid_subset_size < KID_SUBSET_SIZE,
-            "kid_kernel": KID_KERNEL,
-            "prc": (f"precision/recall of generated vs real (Kynkaanniemi et al. 2019), {PRC_NEIGHBORHOOD}-NN on "
-                    f"the FID features" if prc else "not computed: too few samples for the k-NN balls"),
+            **({"n_real": len(reference.samples), "reference_split": reference.split,
+                "real_subset": reference.subset} if reference is not None else {}),
             "seed": seed,
-            "torch_fidelity_version": torch_fidelity.version.__version__,
-            "torch_version": str(torch.__version__),
-            "ganzoo_version": __version__,
-            "device": str(self.device),
-            "eval_seconds": round(seconds, 3),
+            "torch_version": str(torch.__version__), "ganzoo_version": __version__, "device": str(self.device),
+            "eval_seconds": round(time.perf_counter() - started, 3),
             "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
-        return EvalResult(metrics, protocol)
+        }
+        order = ["scores_are", "extractor", "extractor_kind", "extractor_plugin", "extractor_weights_sha256",
+                 "feature_layers", "feature_dim"]
+        merged = {k: protocol[k] for k in order if k in protocol}
+        merged.update({k: v for k, v in protocol.items() if k not in merged and k not in common})
+        merged.update({k: v for k, v in common.items() if k not in merged})
+        for k in ("n_fake", "n_real", "reference_split", "real_subset"):  # core facts, unless a metric refines them
+            if k in common and k not in protocol:
+                merged[k] = common[k]
+        first = next(iter(self.specs.values()))
+        return EvalResult(values, merged, columns, errors, comparable, first.primary)
+
+    def _checked(self, samples: Any, what: str) -> torch.Tensor:
+        """Samples as the dataset stores its own: uint8 N x C x H x W images, or float32 N x F vectors."""
+        shape = self.dataset.shape
+        dtype = torch.uint8 if shape.kind == "image" else torch.float32
+        wanted = f"{str(dtype).replace('torch.', '')} N x {' x '.join(map(str, shape.dims))}"
+        if not isinstance(samples, torch.Tensor):
+            try:
+                samples = torch.as_tensor(samples)
+            except (TypeError, ValueError, RuntimeError):
+                raise GanzooError(f"{what} must be a {wanted} tensor, got {type(samples).__name__}") from None
+        if samples.dtype != dtype or samples.dim() != 1 + len(shape.dims):
+            raise GanzooError(f"{what} must be {wanted}, got {samples.dtype} {tuple(samples.shape)}")
+        if tuple(samples.shape[1:]) != shape.dims:
+            layout = " (C x H x W)" if shape.kind == "image" else ""
+            raise GanzooError(f"{what} are {' x '.join(map(str, samples.shape[1:]))}{layout}, but dataset "
+                              f"'{self.dataset.name}' has {' x '.join(map(str, shape.dims))}: sizes and channels "
+                              "must match")
+        if dtype == torch.float32 and not torch.isfinite(samples).all():
+            raise GanzooError(f"{what} hold values that are not finite numbers")
+        return samples.cpu()
+
+
+def _prepare_metric(name: str, spec, request: MetricRequest):
+    try:
+        scorer = spec.prepare(request)
+    except GanzooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - third-party code
+        raise GanzooError(_failure(name, exc)) from None
+    if not callable(scorer):
+        raise GanzooError(f"metric '{name}': prepare must return a function of MetricSamples, got "
+                          f"{type(scorer).__name__}")
+    return scorer
+
+
+def _failure(name: str, exc: BaseException) -> str:
+    """One line naming the metric, and for a bug (not a GanzooError) where it was raised."""
+    if isinstance(exc, GanzooError):
+        text = str(exc)
+        return text if text.startswith(f"metric '{name}'") else f"metric '{name}' failed: {text}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"metric '{name}' failed: {type(exc).__name__}: {first}{where}"
+
+
+def _checked_result(name: str, spec, result: Any) -> MetricResult:
+    if not isinstance(result, MetricResult):
+        raise GanzooError(f"metric '{name}' returned {type(result).__name__}, expected MetricResult")
+    declared = [c.name for c in spec.columns]
+    if set(result.values) != set(declared):
+        raise GanzooError(f"metric '{name}' returned values for {', '.join(sorted(result.values)) or 'nothing'}; "
+                          f"it declares {', '.join(declared)}")
+    values = {}
+    for column in declared:
+        value = result.values[column]
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GanzooError(f"metric '{name}' column {column} must be a number, got {type(value).__name__}")
+        values[column] = value
+    return MetricResult(values, dict(result.protocol))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the public API
 
 
-def evaluate_images(fake_uint8: Any, dataset: str, extractor: Optional[str] = None, *, n_real: Optional[int] = None,
+def evaluate_images(fake: Any, dataset: str, extractor: Optional[str] = None, *, n_real: Optional[int] = None,
                     seed: int = 0, device: str = "auto", inception_weights: Optional[str | Path] = None,
                     dataset_options: Optional[dict] = None, data_root: Optional[str] = None,
-                    progress: bool = True) -> EvalResult:
-    """Score images (uint8 N x C x H x W, CPU) against `dataset`'s reference split (all of it, or a seeded
-    subset of n_real). `extractor` None means the dataset's default (see default_extractor)."""
+                    progress: bool = True, metrics: Optional[list[str]] = None,
+                    metric_options: Optional[dict] = None) -> EvalResult:
+    """Score samples (uint8 N x C x H x W images or float32 N x F vectors, CPU) against `dataset`'s reference
+    split (all of it, or a seeded subset of n_real) with `metrics` (None: the dataset's defaults)."""
     scorer = Scorer(dataset, extractor, n_real, seed, device, inception_weights, dataset_options, data_root,
-                    progress=progress)
-    return scorer.score(fake_uint8, seed)
+                    progress=progress, metrics=metrics, metric_options=metric_options)
+    return scorer.score(fake, seed)
 
 
 def evaluate(run, extractor: Optional[str] = None, n_fake: int = DEFAULT_N_FAKE, n_real: Optional[int] = None,
              seed: int = 0, device: str = "auto", inception_weights: Optional[str | Path] = None, *,
-             progress: bool = True) -> EvalResult:
-    """Score a trained run (a Run or its folder): n_fake images from latent seed `seed` against the reference
-    split of the dataset it was trained on. The protocol adds the run's steps and training wall time."""
+             progress: bool = True, metrics: Optional[list[str]] = None, metric_options: Optional[dict] = None,
+             keep_going: bool = False) -> EvalResult:
+    """Score a trained run (a Run or its folder): n_fake samples from latent seed `seed` (more when a metric's
+    protocol fixes a larger count) against the reference split of the dataset it was trained on. The protocol
+    adds the run's steps and training wall time."""
     from .sampling import generate, load_generator
 
     _check_count(n_fake, "n_fake")
     generator, run = load_generator(run, device)
     config = run.config
     scorer = Scorer(config.dataset, extractor, n_real, seed, device, inception_weights, config.dataset_options,
-                    config.data_root, progress=progress)
-    images = generate(generator, n_fake, config.latent_dim, seed)
+                    config.data_root, progress=progress, metrics=metrics, metric_options=metric_options)
+    # Exactly n_fake latents unless a metric's protocol fixes more: the first n_fake are then the same vectors.
+    samples = generate(generator, scorer.samples_needed(n_fake), config.latent_dim, seed)
     context = {"run": str(run.path), "run_key": config.key(), "variant": config.variant, "arch": config.arch,
                "steps_trained": run.step, "run_status": run.status,
                "train_wall_time_s": run.stats.get("wall_time_s")}
-    return scorer.score(images, seed, source=f"generator of run {run.path} at step {run.step}, latent seed {seed}",
-                        context=context)
+    return scorer.score(samples, seed, source=f"generator of run {run.path} at step {run.step}, latent seed {seed}",
+                        context=context, keep_going=keep_going, n_fake=n_fake)
 
 
 def real_reference(dataset: str, extractor: Optional[str] = None, n: Optional[int] = None, seed: int = 0, *,
                    n_real: Optional[int] = None, device: str = "auto", inception_weights: Optional[str | Path] = None,
                    dataset_options: Optional[dict] = None, data_root: Optional[str] = None,
-                   progress: bool = True) -> EvalResult:
-    """Real data scored as if generated: n images of the training split (default: as many as evaluate
+                   progress: bool = True, metrics: Optional[list[str]] = None,
+                   metric_options: Optional[dict] = None, keep_going: bool = False) -> EvalResult:
+    """Real data scored as if generated: n samples of the training split (default: as many as evaluate
     generates, or the whole split if smaller) against the reference split, through the same pipeline.
 
     This is the row that shows what a perfect generator of the training data would score under the protocol.
@@ -343,12 +541,13 @@ def real_reference(dataset: str, extractor: Optional[str] = None, n: Optional[in
         half = len(train) // 2
         reference = (train[order[half:].sort().values], f"{spec.reference_split} (second half, seed {seed})")
         train = train[order[:half].sort().values]
-    images, subset = _pick(train, min(DEFAULT_N_FAKE, len(train)) if n is None else n, seed, "n",
-                           f"{dataset} '{spec.train_split}'")
     scorer = Scorer(dataset, extractor, n_real, seed, device, inception_weights, options, data_root,
-                    progress=progress, reference=reference)
-    return scorer.score(images, seed, source=f"real images: {dataset} '{spec.train_split}', {subset}",
-                        context={"real_vs_real": True})
+                    progress=progress, reference=reference, metrics=metrics, metric_options=metric_options)
+    count = min(DEFAULT_N_FAKE, len(train)) if n is None else n
+    needed = min(scorer.samples_needed(count), len(train))  # a metric's fixed count, where the split has enough
+    samples, subset = _pick(train, needed, seed, "n", f"{dataset} '{spec.train_split}'")
+    return scorer.score(samples, seed, source=f"real samples: {dataset} '{spec.train_split}', {subset}",
+                        context={"real_vs_real": True}, keep_going=keep_going, n_fake=min(count, needed), fewer=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,7 +560,7 @@ class TrainingEvaluator:
     """Scores the generator every eval_every steps and at the last step; one eval.csv row per evaluation.
 
     Built before the first step, so that a missing weights file or an unlabelled dataset fails before any
-    training and the extractor is prepared (a classifier trained) once. On resume, rows past the checkpoint's
+    training and the metrics are prepared (a classifier trained) once. On resume, rows past the checkpoint's
     step are dropped, as in log.csv; a resume with another extractor is refused rather than mixed into one curve.
     """
 
@@ -369,23 +568,35 @@ class TrainingEvaluator:
         from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE, resumable_rows
 
         self.scorer = Scorer(config.dataset, config.eval_extractor, None, EVAL_SEED, str(device),
-                             config.inception_weights, config.dataset_options, config.data_root, config.download)
+                             config.inception_weights, config.dataset_options, config.data_root, config.download,
+                             metrics=config.eval_metrics or None)
         self.n, self.latent_dim = config.eval_samples, config.latent_dim
         self.path, self.protocol_path = out / EVAL_FILE, out / EVAL_PROTOCOL_FILE
-        self.columns = ("step",) + METRICS + (COVERAGE if self.scorer.prepared.num_classes else ())
+        self.metric_columns = [c.name for spec in self.scorer.specs.values() for c in spec.columns]
+        self.columns = ("step",) + tuple(self.metric_columns)
+        self.rank_by = next(iter(self.scorer.specs.values())).primary
         header = ",".join(self.columns) + "\n"
         lines = [header]
+        if keep_until > 0 and self.path.is_file():
+            # A curve keeps the columns it started with: one begun before a metric added columns (precision and
+            # recall) or reordered them resumes with its own header.
+            first = self.path.read_text().split("\n", 1)[0].split(",")
+            if first[0] == "step" and len(first) > 1 and set(first[1:]) <= set(self.metric_columns):
+                self.columns = tuple(first)
+                header = ",".join(self.columns) + "\n"
+                lines = [header]
         if keep_until > 0 and (self.path.is_file() or self.protocol_path.is_file()):
             stored = read_json(self.protocol_path, "eval protocol") if self.protocol_path.is_file() else {}
             old = (stored.get("extractor"), stored.get("extractor_weights_sha256"))
-            new = (self.scorer.extractor, self.scorer.prepared.weights_sha256)
+            uses_features = self.scorer._features is not None  # prepared by a metric that reads features
+            new = ((self.scorer.extractor, self.scorer.prepared.weights_sha256) if uses_features else (None, None))
             # Evaluated before (eval.json): every point of the curve up to the checkpoint must be there.
             every = config.eval_every
             previous = resumable_rows(self.path, keep_until, range(every, keep_until + 1, every) if stored else None)
             if (stored and old != new) or previous[0] != header:
                 raise GanzooError(f"{out} was evaluated during training with extractor '{old[0]}' (weights "
-                                  f"{str(old[1])[:12]}); resume with the same --eval-extractor and weights, or "
-                                  "pass --overwrite")
+                                  f"{str(old[1])[:12]}) and columns {previous[0].strip()}; resume with the same "
+                                  "--eval-extractor, weights and metrics, or pass --overwrite")
             lines += previous[1:]
         atomic_write(self.path, lambda f: f.write("".join(lines)), mode="w")
 
@@ -394,8 +605,9 @@ class TrainingEvaluator:
         from .sampling import generate
 
         started = time.perf_counter()
-        images = generate(generator, self.n, self.latent_dim, EVAL_SEED)
-        result = self.scorer.score(images, EVAL_SEED, source=f"the generator during training, latent seed {EVAL_SEED}")
+        samples = generate(generator, self.scorer.samples_needed(self.n), self.latent_dim, EVAL_SEED)
+        result = self.scorer.score(samples, EVAL_SEED, source=f"the generator during training, latent seed "
+                                                              f"{EVAL_SEED}", n_fake=self.n)
         values = [step] + [result.metrics[c] for c in self.columns[1:]]
         self.last = dict(zip(self.columns[1:], values[1:]))  # for TensorBoard
         with open(self.path, "a") as f:
@@ -407,16 +619,25 @@ class TrainingEvaluator:
         return time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:
-        """For run.json: the curve's best FID and its step, the final FID, and what they were computed with."""
+        """For run.json: the curve's best and final value of the metric it is ranked by (FID: best_fid, ...),
+        their steps, and what they were computed with."""
         import pandas as pd
 
         curve = pd.read_csv(self.path)
-        if curve.empty or curve["fid"].isna().all():
+        metric = self.rank_by
+        if curve.empty or metric is None or metric not in curve:
             return {}
-        best = curve.loc[curve["fid"].idxmin()]
-        return {"best_fid": float(best["fid"]), "best_fid_step": int(best["step"]),
-                "final_fid": float(curve["fid"].iloc[-1]), "final_fid_step": int(curve["step"].iloc[-1]),
-                "eval_extractor": self.scorer.extractor, "eval_samples": self.n}
+        if curve[metric].isna().all():  # e.g. reverse KL while no generated point is near a mode yet
+            return {"curve_metric": metric, "eval_samples": self.n}
+        better = next(c.better for spec in self.scorer.specs.values() for c in spec.columns if c.name == metric)
+        best = curve.loc[curve[metric].idxmin() if better == "lower" else curve[metric].idxmax()]
+        stats = {"curve_metric": metric, "best_value": float(best[metric]), "best_step": int(best["step"]),
+                 "final_value": float(curve[metric].iloc[-1]), "final_step": int(curve["step"].iloc[-1]),
+                 "eval_extractor": self.scorer.extractor if "fid" in curve else None, "eval_samples": self.n}
+        if metric == "fid":  # the names the first releases used
+            stats.update(best_fid=stats["best_value"], best_fid_step=stats["best_step"],
+                         final_fid=stats["final_value"], final_fid_step=stats["final_step"])
+        return stats
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,3 +32,8 @@ def ganzoo_datasets() -> list:
 @hookspec
 def ganzoo_feature_extractors() -> list:
     """Return a list of ExtractorSpec: feature extractors that IS, FID and KID are computed with."""
+
+
+@hookspec
+def ganzoo_metrics() -> list:
+    """Return a list of MetricSpec: ways to score generated samples (IS/FID/KID, mode coverage, ...)."""

@@ -8,6 +8,7 @@ side with per-row deltas and Welch's t-test over seeds, refusing to rank rows sc
 from __future__ import annotations
 
 import html
+import json
 import math
 import warnings
 from pathlib import Path
@@ -20,13 +21,19 @@ from .errors import GanzooError
 from .files import atomic_write, write_json
 from .store import ResultsStore
 
-GROUP = ["kind", "variant", "arch", "dataset"]
+GROUP = ["kind", "variant", "setup", "arch", "dataset"]
 KIND_ORDER = {"real": 0, "run": 1, "untrained": 2}
-# (column in the per-seed records, leaderboard column prefix, direction for "best": -1 lower is better)
+# (column in the per-seed records, leaderboard column prefix, direction for "best": -1 lower is better). The
+# metrics a board shows come from its records (each says how to read its columns: EvalResult.to_record); these
+# are the columns of records written before metrics were plugins, and the FID curve's two summary columns.
 METRICS = [("fid", "fid", -1), ("is_mean", "is", +1), ("kid_mean", "kid", -1), ("precision", "precision", +1),
            ("recall", "recall", +1), ("best_fid", "best_fid", -1),
            ("final_fid", "last_fid", -1), ("classes_covered", "classes", +1), ("class_kl", "class_kl", -1)]
-# Protocol fields that must agree before two scores may be ranked against each other.
+CURVE = {"best_fid", "final_fid"}  # from the in-training FID curve, not from a metric's final score
+LEGACY_FORMATS = {"fid": ".2f", "is": ".2f", "kid": ".4g", "precision": ".3f", "recall": ".3f", "best_fid": ".2f",
+                  "last_fid": ".2f", "classes": ".1f", "class_kl": ".3f"}
+# Protocol fields that must agree before two scores may be ranked against each other (records written before
+# metrics were plugins; newer records also name their metrics' own fields).
 COMPARABLE = ["extractor", "extractor_weights_sha256", "n_fake", "n_real", "reference_split", "image_size",
               "resize", "channels", "is_splits", "kid_subsets", "kid_subset_size"]
 # Protocol fields that describe one run rather than the protocol; not printed under the table.
@@ -50,11 +57,55 @@ def per_seed(folder: Path | str) -> pd.DataFrame:
 RECIPE_COLUMNS = ["setting", "setting_desc", "d_steps", "optimizer", "lr", "beta1", "beta2"]
 
 
-def leaderboard(folder: Path | str) -> pd.DataFrame:
-    """Aggregate a report folder's results over seeds; real data first, then ranked by FID (lower is better).
-    A sweep's search runs are not rows here (sweep.sweep_table and the sweep plots show them)."""
+def metric_columns(frame: pd.DataFrame) -> list[dict]:
+    """How to read the metric columns of these records, in the order their metrics report them: dicts with name
+    (record column), board (leaderboard column), header, better ("lower", "higher" or None), format, shown. Records
+    carry this themselves (metric_info); records written before metrics were plugins get the columns of the first
+    releases (those of them the records hold)."""
+    found: dict[str, dict] = {}
+    infos = list(frame["metric_info"]) if "metric_info" in frame else [None] * len(frame)
+    for info in infos:
+        if isinstance(info, dict) and isinstance(info.get("columns"), dict):
+            for name, column in info["columns"].items():
+                if isinstance(column, dict) and name not in found:
+                    found[name] = {**column, "name": name, "board": column.get("board") or name}
+    if any(not isinstance(info, dict) for info in infos):
+        for source, board, direction in METRICS:
+            if source not in CURVE and source in frame and source not in found:
+                found[source] = {"name": source, "board": board, "header": HEADERS[board],
+                                 "better": "lower" if direction < 0 else "higher", "format": LEGACY_FORMATS[board],
+                                 "shown": True}
+    return list(found.values())
+
+
+def _board_columns(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(record column, board column, direction) of every metric column, then the FID curve's two columns."""
+    columns = [(c["name"], c.get("board") or c["name"], -1 if c.get("better") == "lower" else +1)
+               for c in metric_columns(frame)]
+    return columns + [c for c in METRICS if c[0] in CURVE]
+
+
+def _rank_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """dataset -> the board column its rows are ranked by: what its records name (their first metric's primary
+    column), FID for records written before metrics were plugins."""
+    boards = {c["name"]: c.get("board") or c["name"] for c in metric_columns(frame)}
+    ranks: dict[str, str] = {}
+    for dataset, group in frame.groupby("dataset", sort=False):
+        named = [info.get("rank_by") for info in group.get("metric_info", pd.Series(dtype=object))
+                 if isinstance(info, dict) and info.get("rank_by")]
+        column = max(set(named), key=named.count) if named else "fid"
+        ranks[dataset] = boards.get(column, column)
+    return ranks
+
+
+def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFrame:
+    """Aggregate a report folder's results over seeds; real data first, then each dataset's rows ranked by its
+    primary metric (FID: lower is better). A sweep's search runs are not rows here (sweep.sweep_table and the
+    sweep plots show them). `spread` is what "±" shows in the tables: "sd" over seeds, or "se" (the standard
+    error, sd / sqrt(seeds), as the mode-collapse papers report); default: the benchmark's own setting."""
     frame = per_seed(folder)
     board = aggregate(frame[frame["kind"].isin(KIND_ORDER)])
+    board.attrs["spread"] = _spread(folder, spread)
     selections = frame[frame["kind"] == "selection"]
     if not selections.empty:
         from .sweep import selection_rule
@@ -70,23 +121,29 @@ def leaderboard(folder: Path | str) -> pd.DataFrame:
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for column in ("fid", "is_mean", "kid_mean", "precision", "recall", "best_fid", "final_fid", "classes_covered",
-                   "class_kl", "steps",
-                   "wall_time_s", "images_per_s"):
+    if "setup" not in frame:  # records written before setups existed
+        frame["setup"] = ""
+    frame["setup"] = frame["setup"].fillna("")
+    metrics = _board_columns(frame)
+    ranks = _rank_columns(frame)
+    for column in [source for source, _, _ in metrics] + ["steps", "wall_time_s", "images_per_s"]:
         if column not in frame:
             frame[column] = np.nan
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     rows = []
     for keys, group in frame.groupby(GROUP, sort=False, dropna=False):
         done = group[group["status"] == "completed"]
+        # A cell whose metric plugin failed is "failed" but keeps its other metrics: they count where present.
+        scored = group[group["status"].isin(["completed", "failed"])]
         row: dict[str, Any] = dict(zip(GROUP, keys))
         row.update(seeds=len(group), completed=len(done), failed=int((group["status"] == "failed").sum()),
                    diverged=int((group["status"] == "diverged").sum()))
-        for source, name, _ in METRICS:
-            values = done[source].dropna().to_numpy(dtype=float)
+        for source, name, _ in metrics:
+            values = scored[source].dropna().to_numpy(dtype=float)
             mean, sd, half = _mean_sd_ci(values)
             row[name], row[f"{name}_sd"] = mean, sd
-            if name in ("fid", "is", "kid"):
+            row[f"{name}_se"] = sd / math.sqrt(len(values)) if len(values) > 1 else math.nan
+            if name in ("fid", "is", "kid") or name == ranks.get(row["dataset"]):
                 row[f"{name}_ci95"] = half
         recipes = group["recipe"].dropna().unique() if "recipe" in group else []
         row["recipe"] = recipes[0] if len(recipes) == 1 else ("mixed: " + " | ".join(recipes) if len(recipes) else "")
@@ -101,7 +158,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         errors = group.loc[group["status"] != "completed", "error"].dropna() if "error" in group else []
         row["error"] = next((e for e in errors if e), "")
         row["status"] = _status(row)
-        for field in COMPARABLE:
+        for field in comparable_fields(frame):
             column = f"protocol.{field}"
             if column in done and done[column].notna().any():
                 values = done[column].dropna().astype(str).unique()
@@ -109,11 +166,55 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     board = pd.DataFrame(rows)
     board["_order"] = board["kind"].map(KIND_ORDER).fillna(1)
-    board = board.sort_values(["_order", "fid"], na_position="last", kind="stable").drop(columns="_order")
+    # Ranked within each dataset by its own primary metric (FID, reverse KL, ...), better first.
+    directions = {name: direction for _, name, direction in metrics}
+    board["_rank"] = [row.get(ranks.get(row["dataset"], "fid"), math.nan) * -directions.get(
+        ranks.get(row["dataset"], "fid"), -1) for row in board.to_dict("records")]
+    one_rank = len(set(ranks.values())) <= 1
+    keys = ["_order", "_rank"] if one_rank else ["_dataset", "_order", "_rank"]
+    board["_dataset"] = board["dataset"].map({d: i for i, d in enumerate(dict.fromkeys(board["dataset"]))})
+    board = board.sort_values(keys, na_position="last", kind="stable").drop(columns=["_order", "_rank", "_dataset"])
     board = board.reset_index(drop=True)
     board.attrs["protocol"] = protocol_of(frame)
     board.attrs["all_completed"] = bool((board["completed"] == board["seeds"]).all())
+    board.attrs["metric_columns"] = metric_columns(frame)
+    board.attrs["rank_by"] = ranks
     return board
+
+
+SPREADS = ("sd", "se")
+
+
+def _spread(folder: Path | str, spread: Optional[str]) -> str:
+    """The "±" of the tables: as asked, else the benchmark's `spread` setting (its stored spec), else sd."""
+    if spread is None:
+        store = ResultsStore.open(folder)
+        try:
+            spec = store.meta().get("spec")
+        finally:
+            store.close()
+        try:
+            spread = json.loads(spec).get("spread") if spec else None
+        except (ValueError, AttributeError):
+            spread = None
+    if spread in (None, ""):
+        return "sd"
+    if spread not in SPREADS:
+        raise GanzooError(f"spread must be one of {', '.join(SPREADS)}, got {spread!r}")
+    return spread
+
+
+def comparable_fields(frame: pd.DataFrame) -> list[str]:
+    """The protocol fields that must agree before these records' scores are ranked: what each record's metrics
+    name (metric_info), or the fields of the first releases for records that name none."""
+    fields: list[str] = []
+    named = False
+    for info in frame.get("metric_info", pd.Series(dtype=object)):
+        if isinstance(info, dict) and isinstance(info.get("comparable"), list):
+            named = True
+            fields += [f for f in info["comparable"] if isinstance(f, str) and f not in fields]
+    legacy = [f for f in COMPARABLE if f not in fields and (not named or f"protocol.{f}" in frame)]
+    return fields + legacy
 
 
 def _mean_sd_ci(values: np.ndarray) -> tuple[float, float, float]:
@@ -169,37 +270,51 @@ def _fmt(value: float, spec: str = ".2f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{spec}}"
 
 
+def shown_metrics(board: pd.DataFrame) -> list[tuple[str, str, int, str]]:
+    """(board column, header, direction, format) of every metric the tables show, in their metrics' order: what
+    the board's records describe (metrics are plugins), then the FID curve's columns where a run kept a curve."""
+    columns = board.attrs.get("metric_columns") or [
+        {"board": b, "header": HEADERS[b], "better": "lower" if d < 0 else "higher", "format": LEGACY_FORMATS[b]}
+        for src, b, d in METRICS if src not in CURVE]
+    shown = [(c["board"], c.get("header") or c["board"], -1 if c.get("better") == "lower" else +1,
+              c.get("format") or ".3g") for c in columns if c.get("shown", True) and c["board"] in board]
+    shown += [(b, HEADERS[b], d, LEGACY_FORMATS[b]) for src, b, d in METRICS
+              if src in CURVE and b in board and board[b].notna().any()]
+    return shown
+
+
 def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.DataFrame:
     """The leaderboard as strings: 'mean ± sd' per metric, confidence interval, seeds, speed, status.
 
     `bold(text)` wraps the best value of each metric column among trained variants (LaTeX uses it)."""
     bold = bold or (lambda s: s)
     runs = board["kind"] == "run"
+    metrics = shown_metrics(board)
     best = {}
-    for _, name, direction in METRICS:
-        values = board.loc[runs & (board["completed"] > 0), name].dropna()
+    for name, _, direction, _ in metrics:
+        values = board.loc[runs & (board["completed"] + board["failed"] > 0), name].dropna()
         if len(values):
             best[name] = values.min() if direction < 0 else values.max()
-    # KID's scale depends on the extractor's features (about 1e-2 for Inception, hundreds for the classifier)
-    spec = {"fid": ".2f", "is": ".2f", "kid": ".4g", "precision": ".3f", "recall": ".3f", "best_fid": ".2f",
-            "last_fid": ".2f", "classes": ".1f",
-            "class_kl": ".3f"}
-    out = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"]})
+    out = pd.DataFrame({"variant": board["variant"]})
+    if "setup" in board and (board["setup"].fillna("") != "").any():
+        out["setup"] = board["setup"].fillna("").replace("", "-")
+    out["arch"], out["dataset"] = board["arch"], board["dataset"]
     for column, title in _differing_recipe_columns(board):
         out[title] = [_recipe_cell(v) for v in board[column]]
     if "selected_by" in board:
         out["selected by"] = board["selected_by"].fillna("").replace("", "-")
     out["seeds"] = [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]
-    for _, name, _ in METRICS:
+    for name, header, _, spec in metrics:
         cells = []
         for i, row in board.iterrows():
-            text = _fmt(row[name], spec[name])
-            if not math.isnan(row.get(f"{name}_sd", math.nan)):
-                text += f" ± {_fmt(row[f'{name}_sd'], spec[name])}"
+            text = _fmt(row[name], spec)
+            spread = f"{name}_{board.attrs.get('spread', 'sd')}"
+            if not math.isnan(row.get(spread, math.nan)):
+                text += f" ± {_fmt(row[spread], spec)}"
             if runs[i] and name in best and row[name] == best[name]:
                 text = bold(text)
             cells.append(text)
-        out[HEADERS[name]] = cells
+        out[header] = cells
         if name == "fid":
             out["FID 95% CI"] = [
                 "-" if math.isnan(r["fid_ci95"]) else f"[{r['fid'] - r['fid_ci95']:.2f}, {r['fid'] + r['fid_ci95']:.2f}]"
@@ -244,7 +359,9 @@ def protocol_lines(board: pd.DataFrame) -> list[str]:
     if protocol.get("scores_are"):
         lines.append(str(protocol.pop("scores_are")))
     lines.append("Protocol: " + "; ".join(f"{k}={v}" for k, v in protocol.items() if k not in PER_RUN))
-    lines.append("Rows: mean ± sd over seeds; FID 95% CI from Student's t; real data = real training images "
+    spread = ("standard error over seeds (sd / sqrt(seeds))" if board.attrs.get("spread") == "se"
+              else "sd over seeds")
+    lines.append(f"Rows: mean ± {spread}; FID 95% CI from Student's t; real data = real training images "
                  "scored against the reference split by the same pipeline; curve FIDs use the in-training "
                  "evaluation sample count.")
     if board.attrs.get("selection_rule"):
@@ -292,10 +409,11 @@ def _latex(board: pd.DataFrame) -> str:
             body.append(r"\midrule")  # reference rows (real data, untrained) set apart from the ranking
     notes = "\n".join("% " + line for line in protocol_lines(board))
     caption = _latex_escape(" ".join(protocol_lines(board)[:1]))
+    text_columns = 4 + int("setup" in table.columns)  # variant, [setup,] arch, dataset, then numbers
     return "\n".join([
         r"% requires \usepackage{booktabs}",
         r"\begin{table}[t]", r"\centering", r"\small",
-        r"\begin{tabular}{" + "l" * 4 + "r" * (len(table.columns) - 4) + "}",
+        r"\begin{tabular}{" + "l" * text_columns + "r" * (len(table.columns) - text_columns) + "}",
         r"\toprule", header, r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
         r"\caption{" + caption + "}", r"\end{table}", notes, ""])
 
@@ -329,18 +447,38 @@ def write_reports(folder: Path | str, board: pd.DataFrame) -> dict[str, Path]:
 # comparing two leaderboards
 
 
+def compared_metrics(frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> list[dict]:
+    """The columns compare() sets side by side: the primary metric both sides rank by (FID, reverse KL, ...)
+    first, then up to two more ranked columns of the same metric (IS and KID beside FID)."""
+    columns_b = {c["name"] for c in metric_columns(frame_b)}
+    common = [c for c in metric_columns(frame_a) if c["name"] in columns_b and c.get("better")]
+    if not common:
+        return []
+    ranks = list(_rank_columns(frame_a).values())
+    primary = next((c for c in common if c.get("board") in ranks or c["name"] in ranks), common[0])
+    same_metric = [c for c in common if c is not primary and c.get("metric") == primary.get("metric")]
+    return [primary] + same_metric[:2]
+
+
 def compare(a: Path | str, b: Path | str, force: bool = False) -> pd.DataFrame:
-    """Rows of A and B side by side: mean FID / IS / KID, B - A, and Welch's t-test p over seeds.
+    """Rows of A and B side by side: the primary metric (FID, with IS and KID; reverse KL, with modes and % high
+    quality; ...), B - A, and Welch's t-test p over seeds, Holm-adjusted on the primary metric.
 
     Raises GanzooError naming the differing protocol fields unless `force`.
     """
     frame_a, frame_b = per_seed(a), per_seed(b)
+    for frame in (frame_a, frame_b):
+        frame["setup"] = frame["setup"].fillna("") if "setup" in frame else ""
     differing = protocol_differences(frame_a, frame_b)
     if differing and not force:
         raise GanzooError("the two leaderboards were scored under different protocols (" +
                           "; ".join(f"{k}: {va} vs {vb}" for k, (va, vb) in differing.items()) +
                           "); their rows cannot be ranked against each other (--force to show them anyway)")
-    keys = ["variant", "arch", "dataset"]
+    keys = ["variant", "setup", "arch", "dataset"]
+    metrics = compared_metrics(frame_a, frame_b)
+    if not metrics:
+        raise GanzooError("the two leaderboards share no ranked metric to compare")
+    primary = metrics[0]["name"]
     runs_a = frame_a[(frame_a["status"] == "completed")]
     runs_b = frame_b[(frame_b["status"] == "completed")]
     index = pd.concat([runs_a[keys + ["kind"]], runs_b[keys + ["kind"]]]).drop_duplicates(keys)
@@ -349,7 +487,7 @@ def compare(a: Path | str, b: Path | str, force: bool = False) -> pd.DataFrame:
         sel_a = runs_a[(runs_a[keys] == key[keys].values).all(axis=1)]
         sel_b = runs_b[(runs_b[keys] == key[keys].values).all(axis=1)]
         row = {**{k: key[k] for k in keys}, "kind": key["kind"], "seeds_a": len(sel_a), "seeds_b": len(sel_b)}
-        for metric in ("fid", "is_mean", "kid_mean"):
+        for metric in (c["name"] for c in metrics):
             va = pd.to_numeric(sel_a.get(metric, pd.Series(dtype=float)), errors="coerce").dropna().to_numpy()
             vb = pd.to_numeric(sel_b.get(metric, pd.Series(dtype=float)), errors="coerce").dropna().to_numpy()
             mean_a = float(va.mean()) if len(va) else math.nan
@@ -364,13 +502,16 @@ def compare(a: Path | str, b: Path | str, force: bool = False) -> pd.DataFrame:
     from .sweep import holm
 
     runs = board["kind"] == "run"
-    board["fid_p_holm"] = math.nan
-    board.loc[runs, "fid_p_holm"] = holm(board.loc[runs, "fid_p"].tolist())
-    board["significant"] = board["fid_p_holm"] < 0.05
+    board[f"{primary}_p_holm"] = math.nan
+    board.loc[runs, f"{primary}_p_holm"] = holm(board.loc[runs, f"{primary}_p"].tolist())
+    board["significant"] = board[f"{primary}_p_holm"] < 0.05
     board["_order"] = board["kind"].map(KIND_ORDER).fillna(1)
-    board = board.sort_values(["_order", "fid_b", "fid_a"], na_position="last", kind="stable")
-    board = board.drop(columns="_order").reset_index(drop=True)
+    sign = 1 if metrics[0].get("better") == "lower" else -1
+    board["_key_b"], board["_key_a"] = sign * board[f"{primary}_b"], sign * board[f"{primary}_a"]
+    board = board.sort_values(["_order", "_key_b", "_key_a"], na_position="last", kind="stable")
+    board = board.drop(columns=["_order", "_key_b", "_key_a"]).reset_index(drop=True)
     board.attrs["protocol_differences"] = differing
+    board.attrs["compared"] = metrics
     return board
 
 
@@ -394,7 +535,9 @@ def welch_p(va: np.ndarray, vb: np.ndarray) -> float:
 
 def protocol_differences(frame_a: pd.DataFrame, frame_b: pd.DataFrame) -> dict[str, tuple[str, str]]:
     differing = {}
-    for field in COMPARABLE:
+    fields = comparable_fields(frame_a)
+    fields += [f for f in comparable_fields(frame_b) if f not in fields]
+    for field in fields:
         column = f"protocol.{field}"
         va = _values(frame_a, column)
         vb = _values(frame_b, column)
@@ -413,22 +556,29 @@ def _values(frame: pd.DataFrame, column: str) -> set[str]:
 def render_comparison(board: pd.DataFrame, fmt: str = "md", label_a: str = "A", label_b: str = "B") -> str:
     if fmt == "csv":
         return board.to_csv(index=False)
-    shown = pd.DataFrame({"variant": board["variant"], "arch": board["arch"], "dataset": board["dataset"],
-                          "seeds": [f"{a}/{b}" for a, b in zip(board["seeds_a"], board["seeds_b"])]})
-    for metric, label, spec in (("fid", "FID", ".2f"), ("is_mean", "IS", ".2f"), ("kid_mean", "KID", ".4g")):
+    shown = pd.DataFrame({"variant": board["variant"]})
+    if (board["setup"].fillna("") != "").any():
+        shown["setup"] = board["setup"].fillna("").replace("", "-")
+    shown["arch"], shown["dataset"] = board["arch"], board["dataset"]
+    shown["seeds"] = [f"{a}/{b}" for a, b in zip(board["seeds_a"], board["seeds_b"])]
+    metrics = board.attrs.get("compared") or []
+    for i, column in enumerate(metrics):
+        metric, label, spec = column["name"], column.get("header") or column["name"], column.get("format", ".3g")
         shown[f"{label} {label_a}"] = [_fmt(v, spec) for v in board[f"{metric}_a"]]
         shown[f"{label} {label_b}"] = [_fmt(v, spec) for v in board[f"{metric}_b"]]
         shown[f"{label} delta"] = [_fmt(v, "+" + spec) for v in board[f"{metric}_delta"]]
         shown[f"{label} p"] = [_fmt(v, ".3f") for v in board[f"{metric}_p"]]
-        if metric == "fid":
-            shown["FID p (Holm)"] = [_fmt(v, ".3f") for v in board["fid_p_holm"]]
+        if i == 0:
+            shown[f"{label} p (Holm)"] = [_fmt(v, ".3f") for v in board[f"{metric}_p_holm"]]
+    primary = metrics[0] if metrics else {"name": "fid", "header": "FID"}
     shown["recipe"] = ["differs: " + a + " vs " + b if d else "same" for a, b, d in
                        zip(board["recipe_a"], board["recipe_b"], board["recipe_differs"])]
     differing = board.attrs.get("protocol_differences") or {}
-    tests = int(board["fid_p_holm"].notna().sum())
+    tests = int(board[f"{primary['name']}_p_holm"].notna().sum())
     note = (f"\n\nWARNING: protocols differ ({', '.join(differing)}); shown because of --force, not comparable."
             if differing else "\n\nSame protocol on both sides. p: Welch's t-test over seeds (needs >= 2 per side); "
-            f"FID p (Holm): Holm-Bonferroni adjusted over the {tests} trained rows compared, significant below 0.05."
+            f"{primary.get('header', primary['name'])} p (Holm): Holm-Bonferroni adjusted over the {tests} trained "
+            "rows compared, significant below 0.05."
             " Rows whose recipe differs compare recipes as much as variants.")
     if fmt == "md":
         return shown.to_markdown(index=False) + note + "\n"

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .files import atomic_write
 from .runs import LOG_COLUMNS
 from .store import ResultsStore
@@ -42,7 +43,9 @@ def _records(folder: Path) -> pd.DataFrame:
 
 def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
-    rows["label"] = rows["variant"] + " / " + rows["arch"] + " / " + rows["dataset"]
+    setup = rows["setup"].fillna("") if "setup" in rows else pd.Series("", index=rows.index)
+    rows["label"] = rows["variant"] + setup.map(lambda s: f" [{s}]" if s else "") + " / " + rows["arch"] + " / " \
+        + rows["dataset"]
     return rows
 
 
@@ -71,12 +74,15 @@ def curves(folder: Path, runs: pd.DataFrame):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
+    names = set()
     for label, group in runs.groupby("label", sort=True):
+        metric = _curve_metric(folder, group["run"])
         tables = [pd.read_csv(folder / r / "eval.csv") for r in group["run"] if (folder / r / "eval.csv").is_file()]
-        tables = [t for t in tables if len(t) and "fid" in t]
+        tables = [t for t in tables if len(t) and metric in t]
         if not tables:
             continue
-        stacked = pd.concat(tables).groupby("step")["fid"]
+        names.add(metric)
+        stacked = pd.concat(tables).groupby("step")[metric]
         mean, sd = stacked.mean(), stacked.std().fillna(0)
         line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{label} (n={len(tables)})")
         ax.fill_between(mean.index, (mean - sd).values, (mean + sd).values, color=line.get_color(), alpha=0.2)
@@ -84,13 +90,30 @@ def curves(folder: Path, runs: pd.DataFrame):
     if not drawn:
         plt.close(fig)
         return None
+    title = " / ".join(sorted(names)).replace("fid", "FID")
     ax.set_xlabel("training step")
-    ax.set_ylabel("FID (in-training evaluation)")
-    ax.set_yscale("log")
-    ax.set_title("FID during training (mean ± sd over seeds)")
+    ax.set_ylabel(f"{title} (in-training evaluation)")
+    if all(name == "fid" for name in names):
+        ax.set_yscale("log")
+    ax.set_title(f"{title} during training (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, folder / "curves.png")
+
+
+def _curve_metric(folder: Path, run_folders) -> str:
+    """The column a run's in-training curve is drawn from: the metric its evaluation ranks by (run.json says),
+    FID for runs that do not say."""
+    import json
+
+    for run in run_folders:
+        try:
+            metric = json.loads((folder / run / "run.json").read_text()).get("curve_metric")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(metric, str) and metric:
+            return metric
+    return "fid"
 
 
 def losses(folder: Path, runs: pd.DataFrame):
@@ -164,10 +187,9 @@ def _equilibrium(run: Path):
 
 
 def samples(folder: Path, runs: pd.DataFrame):
-    """One 8x8 grid per variant (first seed), all from the same latent vectors."""
-    from torchvision.utils import make_grid
-
-    from .sampling import generate, load_generator
+    """One picture per variant (first seed), all from the same latent vectors: an 8x8 grid of images, or a scatter
+    plot of 2,500 points over the real data for vector datasets."""
+    from .sampling import generate, load_generator, picture, picture_size, real_points
     from .training import GRID_SEED
     from .errors import GanzooError
 
@@ -179,8 +201,10 @@ def samples(folder: Path, runs: pd.DataFrame):
             generator, run = load_generator(folder / row["run"], device="cpu")
         except GanzooError:
             continue
-        images = generate(generator, 64, run.config.latent_dim, GRID_SEED)
-        grid = make_grid(images.float() / 255, nrow=8, padding=2, pad_value=1.0)
+        shape = registry.dataset(run.config.dataset, run.config.dataset_options).shape
+        made = generate(generator, picture_size(shape), run.config.latent_dim, GRID_SEED)
+        real = real_points(run) if shape.kind == "vector" else None
+        grid = picture(made, real, nrow=8).float() / 255
         grids.append((f"{row['label']}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))
     if not grids:
         return None

@@ -1,7 +1,6 @@
 """Look things up by name across every plugin, with errors that say what exists and where it came from."""
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -11,7 +10,9 @@ from typing import Any, Generic, Mapping, Optional, TypeVar
 from .config import normalize_options
 from .errors import GanzooError
 from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info, record_failure
-from .specs import STEP_ARGUMENTS, ArchitectureSpec, DatasetSpec, ExtractorSpec, Option, Penalty, Recipe, VariantSpec
+from .specs import (BETTER, METRIC_NEEDS, STEP_ARGUMENTS, ArchitectureSpec, DatasetSpec, ExtractorSpec, MetricColumn,
+                    MetricSpec, Option, Penalty, Recipe, VariantSpec)
+from .steps import declared_arguments, generator_loss_problem
 
 T = TypeVar("T")
 
@@ -29,6 +30,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "architecture": ("ganzoo_architectures", ArchitectureSpec),
     "dataset": ("ganzoo_datasets", DatasetSpec),
     "extractor": ("ganzoo_feature_extractors", ExtractorSpec),
+    "metric": ("ganzoo_metrics", MetricSpec),
 }
 
 
@@ -84,6 +86,10 @@ def _call_hook(impl, hook_name: str, spec_class: type) -> tuple[list, str]:
 
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_COLUMNS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "time_s"}
+# Fields a results record holds besides its metrics: a metric column must not take one of these names.
+RESERVED_METRIC_COLUMNS = RESERVED_COLUMNS | {"key", "kind", "status", "error", "variant", "arch", "dataset", "seed",
+                                              "run", "recipe", "steps", "wall_time_s", "images_per_s", "best_fid",
+                                              "final_fid", "metric_info", "setup"}
 
 
 def _spec_problem(spec: Any) -> str:
@@ -105,7 +111,45 @@ def _spec_problem(spec: Any) -> str:
         return f"'{name}' option {bad[0]}: its default must be a bool, int, float or string"
     if options and getattr(spec, "configure", None) is None:
         return f"'{name}' declares options but no configure to apply them"
+    if isinstance(spec, MetricSpec):
+        return _metric_problem(spec)
+    if isinstance(spec, ArchitectureSpec) and (not isinstance(spec.data, tuple) or not spec.data
+                                               or not set(spec.data) <= {"image", "vector"}):
+        return f"'{name}'.data must be a tuple of 'image' and/or 'vector', got {spec.data!r}"
     return _variant_problem(spec) if isinstance(spec, VariantSpec) else ""
+
+
+def _metric_problem(spec: MetricSpec) -> str:
+    name = spec.name
+    if not callable(spec.prepare):
+        return f"'{name}'.prepare is not callable"
+    if spec.applies is not None and not callable(spec.applies):
+        return f"'{name}'.applies is not callable"
+    if not isinstance(spec.columns, tuple) or not spec.columns or not all(isinstance(c, MetricColumn)
+                                                                          for c in spec.columns):
+        return f"'{name}'.columns must be a non-empty tuple of ganzoo.specs.MetricColumn"
+    seen = set()
+    for column in spec.columns:
+        if not isinstance(column.name, str) or not COLUMN_NAME.match(column.name) or column.name in seen \
+                or column.name in RESERVED_METRIC_COLUMNS:
+            return (f"'{name}' column {column.name!r} must be a new column name (lowercase letters, digits, "
+                    "underscores)")
+        seen.add(column.name)
+        if column.better not in BETTER:
+            return f"'{name}' column {column.name}: better must be 'lower', 'higher' or None, got {column.better!r}"
+        try:
+            format(1.5, column.format)
+        except (ValueError, TypeError):
+            return f"'{name}' column {column.name}: format {column.format!r} is not a Python number format"
+    if spec.rank_by and spec.rank_by not in seen:
+        return f"'{name}'.rank_by {spec.rank_by!r} is none of its columns"
+    unknown = sorted(set(spec.needs) - set(METRIC_NEEDS))
+    if unknown:
+        return f"'{name}' needs {', '.join(unknown)}; it may declare any of {', '.join(METRIC_NEEDS)}"
+    if spec.samples is not None and (not isinstance(spec.samples, int) or isinstance(spec.samples, bool)
+                                     or spec.samples < 1):
+        return f"'{name}'.samples must be a positive integer or None, got {spec.samples!r}"
+    return ""
 
 
 def _variant_problem(spec: VariantSpec) -> str:
@@ -145,19 +189,19 @@ def _variant_problem(spec: VariantSpec) -> str:
         if unknown:
             return (f"'{name}' {what} asks for {', '.join(unknown)}; it may declare any of "
                     f"{', '.join(STEP_ARGUMENTS)}")
+    problem = generator_loss_problem(spec.generator_loss)
+    if problem:
+        return f"'{name}' {problem}"
+    if not isinstance(spec.state, dict) or not all(isinstance(k, str) and k for k in spec.state):
+        return f"'{name}'.state must map names to initial values (numbers or tensors)"
+    for key, value in spec.state.items():
+        try:
+            import torch
+
+            torch.as_tensor(value, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            return f"'{name}'.state['{key}'] must be a number or a tensor, got {type(value).__name__}"
     return ""
-
-
-def declared_arguments(fn) -> tuple[str, ...]:
-    """The step arguments a penalty or hook receives: the names of its parameters (all of them with **kwargs).
-    A parameter with a default that is no step argument is the plugin's own (a value bound with
-    functools.partial, say) and is left alone."""
-    parameters = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return tuple(STEP_ARGUMENTS)
-    return tuple(p.name for p in parameters
-                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                 and (p.default is inspect.Parameter.empty or p.name in STEP_ARGUMENTS))
 
 
 def get(kind: str, name: str) -> Entry[Any]:

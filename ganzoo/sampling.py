@@ -1,4 +1,8 @@
-"""Generate images from a generator or a stored run: uint8 N x C x H x W, and PNG grids."""
+"""Generate samples from a generator or a stored run, and their pictures.
+
+Images come out as uint8 N x C x H x W and are pictured as a PNG grid; vectors (2-D points, say) come out as
+float32 N x F and are pictured as a scatter plot of the first two coordinates over the real data, drawn faint
+behind them (the mixture-of-Gaussians figures of the mode-collapse papers)."""
 from __future__ import annotations
 
 import io
@@ -14,7 +18,9 @@ from .devices import resolve_device
 from .errors import GanzooError
 from .files import atomic_write
 from .runs import CONFIG_FILE, Run, open_run
-from .specs import ImageShape
+from .specs import ImageShape, SampleShape, VectorShape
+
+POINTS_IN_PICTURE = 2500  # generated points in a vector dataset's picture, as the PacGAN/VEEGAN figures show
 
 
 def fixed_noise(n: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -27,29 +33,103 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().add(1).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def as_samples(output: torch.Tensor) -> torch.Tensor:
+    """A generator's output as stored samples: images (4-d) as uint8, vectors as float32."""
+    return to_uint8(output) if output.dim() == 4 else output.detach().float()
+
+
 @torch.no_grad()
 def generate(generator: torch.nn.Module, n: int, latent_dim: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """n images as a uint8 CPU tensor; the generator is left in the mode it was in."""
+    """n samples as a CPU tensor (uint8 images or float32 vectors); the generator is left in its mode."""
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
     try:
         z = fixed_noise(n, latent_dim, seed)
-        chunks = [to_uint8(generator(z[i:i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)]
+        chunks = [as_samples(generator(z[i:i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)]
     finally:
         generator.train(was_training)
     return torch.cat(chunks)
 
 
-def save_grid(images: torch.Tensor, path: Path | str, nrow: Optional[int] = None) -> Path:
-    """Write uint8 images as one PNG grid (torchvision's make_grid), atomically."""
-    from torchvision.utils import save_image
+def picture_size(shape: SampleShape, images: int = 64) -> int:
+    """How many samples a picture of this kind of data shows: a grid of images, or a cloud of points."""
+    return POINTS_IN_PICTURE if shape.kind == "vector" else images
 
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
+
+def picture(samples: torch.Tensor, real: Optional[torch.Tensor] = None, nrow: Optional[int] = None,
+            title: str = "") -> torch.Tensor:
+    """uint8 3 x H x W: a grid of images (torchvision's make_grid), or a scatter plot of points (matplotlib)
+    with `real` points drawn faint behind them."""
+    if samples.dim() == 4:
+        from torchvision.utils import make_grid
+
+        nrow = nrow or max(1, int(math.ceil(math.sqrt(len(samples)))))
+        grid = make_grid(samples.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
+        return grid.mul(255).round().clamp(0, 255).to(torch.uint8)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(_scatter_png(samples, real, title))) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+
+
+def _scatter_png(points: torch.Tensor, real: Optional[torch.Tensor], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = points.float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    if real is not None and len(real):
+        real = real.float().cpu().numpy()
+        ax.scatter(real[:, 0], real[:, 1], s=4, c="#1f77b4", alpha=0.08, linewidths=0, label="real")
+    ax.scatter(points[:, 0], points[:, 1], s=3, c="black", alpha=0.35, linewidths=0, label="generated")
+    if real is not None and len(real):  # frame the data, so that a collapsed cloud is seen against it
+        low, high = real[:, :2].min(0), real[:, :2].max(0)
+        pad = 0.15 * (high - low).max() + 1e-6
+        ax.set_xlim(low[0] - pad, high[0] + pad)
+        ax.set_ylim(low[1] - pad, high[1] + pad)
+    ax.set_aspect("equal")
+    ax.set_title(title or f"{len(points)} generated points" + (" over the real data" if real is not None else ""),
+                 fontsize=9)
+    ax.grid(alpha=0.3)
     buffer = io.BytesIO()
-    save_image(images.float() / 255.0, buffer, nrow=nrow, padding=2, pad_value=1.0, format="png")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def save_grid(samples: torch.Tensor, path: Path | str, nrow: Optional[int] = None,
+              real: Optional[torch.Tensor] = None) -> Path:
+    """Write a picture of the samples (a grid of images, or a scatter plot of points over `real`) as a PNG,
+    atomically."""
+    if samples.dim() == 4:
+        from torchvision.utils import save_image
+
+        nrow = nrow or max(1, int(math.ceil(math.sqrt(len(samples)))))
+        buffer = io.BytesIO()
+        save_image(samples.float() / 255.0, buffer, nrow=nrow, padding=2, pad_value=1.0, format="png")
+        data = buffer.getvalue()
+    else:
+        data = _scatter_png(samples, real, "")
+    atomic_write(path, lambda f: f.write(data))
     return Path(path)
+
+
+def real_points(run: Run, n: int = 20_000) -> Optional[torch.Tensor]:
+    """Up to n points of a vector run's training data (for the faint background of its scatter plots), or None
+    when its data cannot be loaded here."""
+    from .data import load_split
+
+    try:
+        config = run.config
+        dataset = registry.dataset(config.dataset, config.dataset_options)
+        data = load_split(config.dataset, dataset.train_split, config.data_root, False, config.dataset_options)
+    except GanzooError:
+        return None
+    return data.images[:n] if data.images.dim() == 2 else None
 
 
 def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.nn.Module, Run]:
@@ -69,13 +149,15 @@ def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.n
     return generator.to(resolve_device(device)), run
 
 
-def _resolved_shape(run: Run) -> ImageShape:
+def _resolved_shape(run: Run) -> SampleShape:
     from .files import read_json
 
     shape = read_json(run.path / CONFIG_FILE, "run config").get("resolved", {}).get("dataset", {}).get("shape")
     if not shape:
         return registry.dataset(run.config.dataset, run.config.dataset_options).shape
     try:
+        if "features" in shape:
+            return VectorShape(int(shape["features"]))
         return ImageShape(int(shape["channels"]), int(shape["size"]))
     except (KeyError, TypeError, ValueError):
         raise GanzooError(f"run config {run.path / CONFIG_FILE} is malformed (dataset shape {shape!r})") from None
@@ -83,7 +165,8 @@ def _resolved_shape(run: Run) -> ImageShape:
 
 def sample(run: Run | Path | str, n: int = 64, seed: int = 0, out: Optional[Path | str] = None,
            grid: Optional[Path | str] = None, device: str = "auto", batch_size: int = 500) -> torch.Tensor:
-    """Generate n images from a trained run; optionally save them (.npz, key "images") and a PNG grid."""
+    """Generate n samples from a trained run; optionally save them (.npz, key "images": uint8 images or float32
+    vectors) and a picture (a PNG grid of images, or a scatter plot of points over the real data)."""
     if not isinstance(n, int) or n <= 0:
         raise GanzooError(f"n must be a positive integer, got {n!r}")
     generator, run = load_generator(run, device)
@@ -94,5 +177,8 @@ def sample(run: Run | Path | str, n: int = 64, seed: int = 0, out: Optional[Path
             raise GanzooError(f"--out must name a .npz file, got {out}")
         atomic_write(out, lambda f: np.savez_compressed(f, images=images.numpy()))
     if grid is not None:
-        save_grid(images[:256], grid)
+        if images.dim() == 4:
+            save_grid(images[:256], grid)
+        else:
+            save_grid(images, grid, real=real_points(run))
     return images

@@ -37,6 +37,28 @@ STEP_ARGUMENTS = {
     "step": "generator steps completed before this one (0-based)",
     "d_step": "discriminator steps completed before this one (0-based; d_steps per generator step)",
     "rng": "the run's torch.Generator on the training device (checkpointed: draws from it resume exactly)",
+    "state": "the variant's own state (VariantSpec.state): a dict of named tensors that the loop checkpoints; "
+             "update it in after_discriminator_step / after_generator_step (in place or by assigning a new tensor)",
+    "d_optimizer": "the discriminator's torch optimizer (read its settings and moments; do not step it)",
+}
+
+# What the generator step offers its loss, by name (a loss that declares none of these names is called the first
+# way, generator_loss(fake, real)). D's weights are frozen during G's step (requires_grad False): gradients flow
+# through D to the generated images and on to G, never into D. `discriminate.using(weights)` scores with other
+# weights (a look-ahead copy: ganzoo.unrolling.lookahead builds one, differentiably).
+GENERATOR_STEP_ARGUMENTS = {
+    "fake": "DiscriminatorOutput of the generated batch (differentiable with respect to G)",
+    "real": "DiscriminatorOutput of the real batch, without gradients (computed only when declared without a "
+            "default or when generator_needs_real is set; else None)",
+    "fake_images": "the generated batch, with its graph to G",
+    "real_images": "this step's real batch (the last discriminator step's)",
+    "discriminate": STEP_ARGUMENTS["discriminate"],
+    "discriminator": STEP_ARGUMENTS["discriminator"],
+    "generator": STEP_ARGUMENTS["generator"],
+    "d_optimizer": STEP_ARGUMENTS["d_optimizer"],
+    "step": STEP_ARGUMENTS["step"],
+    "rng": STEP_ARGUMENTS["rng"],
+    "state": STEP_ARGUMENTS["state"],
 }
 
 
@@ -116,39 +138,88 @@ class VariantSpec:
     recipe: Recipe = Recipe()
     options: dict = field(default_factory=dict)  # name -> Option
     configure: Optional[Callable[[dict], "VariantSpec"]] = None  # typed option values -> configured spec
+    # Named tensors the variant keeps between steps (moving averages of D's outputs, say): name -> initial value.
+    # The loop puts a copy on the training device, hands it to every piece that declares `state`, and saves it in
+    # every checkpoint, so a resumed run continues from the values it had (not from the initial ones).
+    state: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ImageShape:
     channels: int
     size: int  # square images: size x size
+    kind = "image"
 
     @property
     def numel(self) -> int:
         return self.channels * self.size * self.size
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """One sample's tensor shape: (C, H, W)."""
+        return (self.channels, self.size, self.size)
+
+    def packed(self, m: int) -> "ImageShape":
+        """What a discriminator judging packs of m samples sees (PacGAN): m times the channels."""
+        return ImageShape(self.channels * m, self.size)
+
+    def describe(self) -> str:
+        return f"{self.channels}x{self.size}x{self.size} images"
+
+
+@dataclass(frozen=True)
+class VectorShape:
+    """Samples that are vectors of `features` floats (2-D points, say), not images."""
+
+    features: int
+    kind = "vector"
+
+    @property
+    def numel(self) -> int:
+        return self.features
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return (self.features,)
+
+    def packed(self, m: int) -> "VectorShape":
+        return VectorShape(self.features * m)
+
+    def describe(self) -> str:
+        return f"{self.features}-dimensional vectors"
+
+
+SampleShape = ImageShape | VectorShape
 
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """A generator/discriminator pair.
 
-    The generator maps (B, latent_dim) noise to (B, C, H, W) images in [-1, 1]. The discriminator maps such
-    images to a tuple (logits of shape (B,), features of shape (B, F)).
+    The generator maps (B, latent_dim) noise to (B, C, H, W) images in [-1, 1] (or, for vector data, to
+    (B, features) floats). The discriminator maps such samples to a tuple (logits of shape (B,), features of shape
+    (B, F)). With packing (TrainConfig.pack = m) the discriminator is built for shape.packed(m): m times the
+    channels (or features); nothing else about it changes.
+
+    A module of either network may define `check_batch(n) -> Optional[str]`: the loop asks it, before training,
+    whether it can take batches of n samples (a minibatch-statistics layer cannot take fewer than its group).
     """
 
     name: str
     description: str
-    build_generator: Callable[[int, ImageShape], nn.Module]  # (latent_dim, shape) -> module
-    build_discriminator: Callable[[ImageShape], nn.Module]  # (shape) -> module
+    build_generator: Callable[[int, SampleShape], nn.Module]  # (latent_dim, shape) -> module
+    build_discriminator: Callable[[SampleShape], nn.Module]  # (shape) -> module
     paper: str = ""
     image_sizes: tuple[int, ...] = ()  # sizes it supports; empty means any
+    data: tuple[str, ...] = ("image",)  # the kinds of samples it takes: "image", "vector"
     options: dict = field(default_factory=dict)  # name -> Option (``--arch-option key=value``)
     configure: Optional[Callable[[dict], "ArchitectureSpec"]] = None  # typed option values -> configured spec
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """A whole split in memory: uint8 images (N, C, H, W) and, for labelled data, int64 labels (N,)."""
+    """A whole split in memory: uint8 images (N, C, H, W) (or, for a dataset of vectors, float32 (N, features))
+    and, for labelled data, int64 labels (N,)."""
 
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
@@ -173,7 +244,7 @@ class DatasetSpec:
 
     name: str
     description: str
-    shape: ImageShape
+    shape: SampleShape
     load: Callable[[str, Optional[str], bool], ImageData]
     num_classes: Optional[int] = None
     train_split: str = "train"
@@ -181,6 +252,12 @@ class DatasetSpec:
     source: str = ""  # where the data comes from (a paper, a URL, a package)
     configure: Optional[Callable[[dict], "DatasetSpec"]] = None  # options -> configured spec (see above)
     options: dict = field(default_factory=dict)  # name -> Option (optional declaration, see above)
+    # The metrics a benchmark scores it with unless told otherwise (names of MetricSpecs); empty: IS/FID/KID
+    # with precision/recall ("fidelity"), plus "class-coverage" for labelled image datasets.
+    metrics: tuple[str, ...] = ()
+    # Facts about the data that metrics read: e.g. {"mixture": {"means": [[x, y], ...], "std": 0.01}} for a
+    # mixture of Gaussians, {"stacked": {"source": "mnist5k", "channels": 3}} for Stacked MNIST.
+    metadata: dict = field(default_factory=dict)
 
 
 # ---- feature extractors (evaluation) ----
@@ -221,6 +298,9 @@ class PreparedExtractor:
     batch_size: int = 64
     num_classes: Optional[int] = None  # set when the IS layer gives the dataset's class logits (via LOGITS_SINK)
     info: dict = field(default_factory=dict)  # further protocol fields (classifier accuracy, official weights)
+    # A classifier of the dataset's classes sets this: uint8 N x C x H x W images (the dataset's own channels) ->
+    # (N, num_classes) float logits on the CPU. Metrics that need "the dataset's reference classifier" use it.
+    classify: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -236,3 +316,126 @@ class ExtractorSpec:
     prepare: Callable[[ExtractorRequest], PreparedExtractor]
     paper: str = ""
     needs_labels: bool = False  # trained on the dataset's labels, so only for labelled datasets
+
+
+# ---- metrics (evaluation) ----
+
+BETTER = ("lower", "higher", None)  # None: a by-product that is reported, not ranked (IS's spread over splits)
+METRIC_NEEDS = {
+    "samples": "the generated samples (every metric gets them)",
+    "reference": "the real reference samples (the dataset's reference split, or a subset of it)",
+    "labels": "a labelled dataset (its reference labels; the class each sample was asked for, in conditional runs)",
+    "classifier": "the dataset's reference classifier (the `classifier` extractor, trained on its labels)",
+    "features": "a feature extractor (the benchmark's --extractor, else the dataset's default)",
+}
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One number a metric reports: its record column, how the leaderboard titles and formats it, and which way is
+    better. `board` is the leaderboard's name for the column (default: `name`), `shown=False` keeps a column
+    out of the tables (it stays in the records and the CSV)."""
+
+    name: str  # a record column: lowercase letters, digits, underscores
+    header: str
+    better: Optional[str] = "lower"
+    format: str = ".3g"
+    board: str = ""
+    shown: bool = True
+
+    @property
+    def board_name(self) -> str:
+        return self.board or self.name
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The real samples generated ones are compared with (a dataset's reference split, maybe a seeded subset of it,
+    or what a real-vs-real row holds out); `identity` is a string that changes whenever they do (cache keys)."""
+
+    samples: torch.Tensor  # uint8 images N x C x H x W, or float32 vectors N x F
+    labels: Optional[torch.Tensor]
+    split: str
+    subset: str  # "all 1000", "random 500 of 1000 (seed 0)"
+    identity: str
+
+
+@dataclass(frozen=True)
+class ReferenceClassifier:
+    """A dataset's reference classifier, ready to use: logits(uint8 images of that dataset's shape) -> (N, K)."""
+
+    dataset: str
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    num_classes: int
+    weights_sha256: str
+    info: dict = field(default_factory=dict)  # accuracy on the held-out split, training facts
+
+
+@dataclass(frozen=True)
+class MetricRequest:
+    """What evaluation tells a metric plugin when it asks for a metric ready to score (MetricSpec.prepare).
+
+    `reference`, `features` and `classifier` are shared between the metrics of one evaluation and prepared on first
+    use: `features()` gives the chosen feature extractor (an object with `.prepared`, a PreparedExtractor, and
+    `.features(images, layer)` -> (N, F) floats), `classifier(dataset=None, options=None)` a ReferenceClassifier
+    of this dataset (or of another one, as Stacked MNIST classifies each channel with MNIST's)."""
+
+    dataset: DatasetSpec  # configured
+    dataset_options: dict
+    load: Callable[[str], ImageData]  # split -> the whole split
+    reference: Callable[[], Reference]
+    features: Callable[[], Any]
+    classifier: Callable[..., ReferenceClassifier]
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    cache: bool = True  # may keep features of the real side on disk between evaluations
+
+
+@dataclass(frozen=True)
+class MetricSamples:
+    """What a prepared metric scores: the generated samples (as the dataset stores its own: uint8 images or float32
+    vectors), the class each was asked for when the generator is conditional (else None), and the seed."""
+
+    samples: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A metric's numbers (one per declared column) and the protocol fields they were computed under. Name the
+    protocol fields so that no other metric's can clash (e.g. prefixed by the metric's name)."""
+
+    values: dict
+    protocol: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A way to score generated samples (hook ``ganzoo_metrics``).
+
+    prepare(request) returns a function MetricSamples -> MetricResult, doing once what every score shares (loading
+    the reference, preparing an extractor); evaluation calls it for every run and every point of an FID curve.
+    `applies(dataset)` says why the metric does not apply to a dataset (None: it does); the `needs` it declares
+    from METRIC_NEEDS are checked too ("labels" and "classifier" need a labelled dataset). `samples` fixes how
+    many generated samples the metric scores (a published protocol: 2,500 points); None takes the evaluation's
+    n_fake. `comparable` names the protocol fields that must agree before two scores are ranked (ganzoo compare).
+    """
+
+    name: str
+    description: str
+    columns: tuple[MetricColumn, ...]
+    prepare: Callable[[MetricRequest], Callable[[MetricSamples], MetricResult]]
+    applies: Optional[Callable[[DatasetSpec], Optional[str]]] = None
+    needs: tuple[str, ...] = ("samples",)
+    samples: Optional[int] = None
+    comparable: tuple[str, ...] = ()
+    paper: str = ""
+    options: dict = field(default_factory=dict)  # name -> Option (``--metric-option name.key=value``)
+    configure: Optional[Callable[[dict], "MetricSpec"]] = None
+    rank_by: str = ""  # the column leaderboards rank by when this metric comes first (default: its first ranked one)
+
+    @property
+    def primary(self) -> Optional[str]:
+        return self.rank_by or next((c.name for c in self.columns if c.better), None)

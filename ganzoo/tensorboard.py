@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -45,14 +45,15 @@ class TensorBoardLog:
                     self.writer.add_scalar(TAGS.get(column, f"penalty/{column}"), value, first_step + i)
         self.writer.add_scalar("speed/images_per_s", images_per_s, first_step + len(rows) - 1)
 
-    def evaluation(self, step: int, metrics: dict, grid: torch.Tensor) -> None:
-        """metrics: the eval.csv row's values; grid: uint8 (64, C, H, W) images from the run's fixed latents."""
-        from torchvision.utils import make_grid
+    def evaluation(self, step: int, metrics: dict, samples: torch.Tensor, real: Optional[torch.Tensor] = None) -> None:
+        """metrics: the eval.csv row's values; samples: from the run's fixed latents (uint8 images, drawn as a grid,
+        or vectors, drawn as a scatter plot over `real` points)."""
+        from .sampling import picture
 
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and not math.isnan(value):
                 self.writer.add_scalar(f"eval/{name}", value, step)
-        self.writer.add_image("samples", make_grid(grid, nrow=8, padding=2, pad_value=255), step)
+        self.writer.add_image("samples", picture(samples, real, nrow=8), step)
 
     def flush(self) -> None:
         self.writer.flush()

@@ -31,9 +31,10 @@ from .errors import DivergedError, GanzooError
 from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run, resumable_rows)
-from .sampling import generate, save_grid
-from .registry import declared_arguments
-from .specs import DiscriminatorOutput, Recipe, VariantSpec
+from .sampling import generate, picture_size, save_grid
+from .specs import Recipe, VariantSpec
+from .steps import Declared, Discriminate, GeneratorLoss
+from .unrolling import lookahead
 from .tensorboard import TensorBoardLog, require_tensorboard
 
 LOG_FLUSH_EVERY = 100  # steps between moving logged values off the device (one sync instead of one per step)
@@ -89,9 +90,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     arch_spec = registry.configure("architecture", arch.spec, config.arch_options)
     dataset_entry = registry.get("dataset", config.dataset)
     dataset = registry.configure_dataset(dataset_entry.spec, config.dataset_options)  # options fix its shape
-    if arch_spec.image_sizes and dataset.shape.size not in arch_spec.image_sizes:
-        raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch_spec.image_sizes}, "
-                          f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
+    check_architecture_fits(config, arch_spec, dataset)
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
     held.enter_context(locks.hold(out, "run folder"))  # until train() returns: one writer per run folder
@@ -103,16 +102,17 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     data = load_split(config.dataset, dataset.train_split, config.data_root, config.download, config.dataset_options)
     images = data.images.to(device)
     n_images = len(images)
-    if n_images < config.batch_size:
-        raise GanzooError(f"batch size {config.batch_size} is larger than the {n_images} training images")
+    samples_per_step = config.batch_size * config.pack  # real (and generated) samples per discriminator step
+    if n_images < samples_per_step:
+        packs = f" x pack {config.pack}" if config.pack > 1 else ""
+        raise GanzooError(f"batch size {config.batch_size}{packs} is larger than the {n_images} training samples")
 
     # ---- models and optimisers; the seed fixes their initial weights ----
     torch.manual_seed(config.seed)
     G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
-    D = arch_spec.build_discriminator(dataset.shape).to(device)
-    if config.batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in (*G.modules(),
-                                                                                                 *D.modules())):
-        raise GanzooError(f"architecture '{config.arch}' uses batch norm, which needs a batch size of at least 2")
+    # Packing (PacGAN) changes only D's input: packs of m samples, m times the channels (or features).
+    D = arch_spec.build_discriminator(dataset.shape.packed(config.pack)).to(device)
+    _check_batches(config, G, D)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
         G.to(memory_format=layout)
@@ -120,6 +120,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     opt_g, opt_d = _optimizer(G, config, device), _optimizer(D, config, device)
     G_ema = copy.deepcopy(G).requires_grad_(False) if config.ema else None  # what evaluation sees (see _EMA)
     noise = torch.Generator(device=device).manual_seed(config.seed)
+    # The variant's own state (specs.VariantSpec.state), on the device; checkpointed with everything else.
+    state = {name: torch.as_tensor(value, dtype=torch.float32).clone().to(device)
+             for name, value in variant.state.items()}
 
     # ---- speed: what the steps call. G and D keep the weights (checkpoints, evaluation); torch.compile wraps
     #      them, and under bf16 the forward passes run in autocast while weights, Adam and losses stay float32.
@@ -146,7 +149,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             "arch": {"name": config.arch, "plugin": arch.plugin, "origin": arch.origin,
                      "options": config.arch_options},
             "dataset": {"name": config.dataset, "plugin": dataset_entry.plugin, "origin": dataset_entry.origin,
-                        "shape": {"channels": dataset.shape.channels, "size": dataset.shape.size},
+                        "shape": _shape_record(dataset.shape),
                         "num_classes": dataset.num_classes, "train_split": dataset.train_split,
                         "reference_split": dataset.reference_split, "train_images": n_images,
                         "options": config.dataset_options, "data_root": resolve_root(config.data_root),
@@ -156,15 +159,16 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         },
     }
     if existing is not None and (out / CHECKPOINT_FILE).is_file():
-        state = _resume_state(out / CHECKPOINT_FILE, existing)
-        checkpoint.load_state(G, state["generator"], out / CHECKPOINT_FILE, "generator")
-        checkpoint.load_state(D, state["discriminator"], out / CHECKPOINT_FILE, "discriminator")
+        saved = _resume_state(out / CHECKPOINT_FILE, existing)
+        checkpoint.load_state(G, saved["generator"], out / CHECKPOINT_FILE, "generator")
+        checkpoint.load_state(D, saved["discriminator"], out / CHECKPOINT_FILE, "discriminator")
         if G_ema is not None:
-            checkpoint.load_state(G_ema, state["generator_ema"], out / CHECKPOINT_FILE, "generator_ema")
-        opt_g.load_state_dict(_with_kernel(state["opt_g"], config))
-        opt_d.load_state_dict(_with_kernel(state["opt_d"], config))
-        noise.set_state(state["noise_rng"])
-        start_step, wall_before = int(state["step"]), float(state["wall_time_s"])
+            checkpoint.load_state(G_ema, saved["generator_ema"], out / CHECKPOINT_FILE, "generator_ema")
+        opt_g.load_state_dict(_with_kernel(saved["opt_g"], config))
+        opt_d.load_state_dict(_with_kernel(saved["opt_d"], config))
+        noise.set_state(saved["noise_rng"])
+        _restore_variant_state(state, saved.get("variant_state", {}), out / CHECKPOINT_FILE)
+        start_step, wall_before = int(saved["step"]), float(saved["wall_time_s"])
     else:
         write_json(out / CONFIG_FILE, resolved)
     evaluator = None
@@ -177,26 +181,61 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant))
     _write_status(out, "running", start_step, config)
 
-    batch_of_real_images = _EpochBatches(images, config.batch_size, config.seed, layout)
+    batch_of_real_images = _EpochBatches(images, samples_per_step, config.seed, layout)
 
     def generate_batch(z: torch.Tensor) -> torch.Tensor:
+        """G's samples for these latents. With packing, G makes them in `pack` batches of batch_size (BatchNorm
+        statistics per batch, as the PacGAN code does) and sample i of batch k goes to pack i, position k."""
         with autocast():
-            return G_fwd(z)
+            if config.pack == 1:
+                return G_fwd(z)
+            parts = [G_fwd(chunk) for chunk in z.chunk(config.pack)]
+            return torch.stack(parts, dim=1).flatten(0, 1)
 
-    def discriminate(x: torch.Tensor, module: torch.nn.Module = D_fwd) -> DiscriminatorOutput:
-        with autocast():
-            logits, features = module(x)
-        return DiscriminatorOutput(logits.float(), features.float())  # losses in float32 (a no-op under fp32)
-
-    # What penalties and hooks may ask for by name (specs.STEP_ARGUMENTS). Gradient penalties differentiate
-    # through D twice, which torch.compile does not support: they get the uncompiled D (same weights).
-    step_arguments: dict[str, Any] = {"discriminate": functools.partial(discriminate, module=D),
-                                      "discriminator": D, "generator": G, "rng": noise}
+    # How every piece asks D about samples: one place that prepares D's input (packs of config.pack samples)
+    # and runs D. Gradient penalties and look-aheads differentiate through D twice, which torch.compile does not
+    # support: they get the uncompiled D (same weights).
+    discriminate = Discriminate(D, D_fwd, config.pack, autocast)
+    # What penalties, hooks and the generator's loss may ask for by name (specs.STEP_ARGUMENTS and
+    # specs.GENERATOR_STEP_ARGUMENTS); each receives only what it declares.
+    step_arguments: dict[str, Any] = {"discriminate": discriminate.uncompiled(), "discriminator": D, "generator": G,
+                                      "rng": noise, "state": state, "d_optimizer": opt_d}
     tensorboard = TensorBoardLog(out, start_step) if config.tensorboard else None
-    penalties = [(penalty, _Declared(penalty.compute)) for penalty in variant.penalties]
-    after_d_step = _Declared(variant.after_discriminator_step)
-    after_g_step = _Declared(variant.after_generator_step)
+    penalties = [(penalty, Declared(penalty.compute)) for penalty in variant.penalties]
+    after_d_step = Declared(variant.after_discriminator_step)
+    after_g_step = Declared(variant.after_generator_step)
+    generator_loss = GeneratorLoss(variant.generator_loss, variant.generator_needs_real)
     not_applied = torch.tensor(float("nan"), device=device)  # a lazy penalty's column on the steps it skips
+
+    def discriminator_objective(judge: Discriminate, real_x: torch.Tensor, fake_x: torch.Tensor,
+                                arguments: dict[str, Any]):
+        """D's loss on a real and a generated batch plus its weighted penalties: one objective, so one backward
+        pass. `judge` is D (or, in a look-ahead, a copy of it). Returns (objective, penalty values, real, fake)."""
+        real, fake = judge(real_x), judge(fake_x)
+        objective = variant.discriminator_loss(real, fake)
+        arguments.update(discriminate=judge.uncompiled(), real_images=real_x, fake_images=fake_x, real=real,
+                         fake=fake)
+        values = []
+        for penalty, compute in penalties:
+            if arguments["d_step"] % penalty.every:  # lazy: skipped on this step
+                values.append(not_applied)
+                continue
+            value = _scalar(compute(arguments), f"variant '{variant.name}' penalty '{penalty.name}'")
+            objective = objective + (penalty.weight * penalty.every) * value
+            values.append(value.detach().float())
+        return objective, values, real, fake
+
+    def generator_judge(real_x: torch.Tensor, fake_x: torch.Tensor) -> Discriminate:
+        """Whom G's loss asks: D as it is now, or (Unrolled GAN, config.unroll = k) a copy of D advanced k optimizer
+        steps on this batch, with G's gradient flowing back through those steps. D itself is not changed."""
+        if not config.unroll:
+            return discriminate
+        arguments = {**step_arguments, "state": {k: v.clone() for k, v in state.items()}}  # the copy's, discarded
+
+        def objective(judge: Discriminate) -> torch.Tensor:
+            return discriminator_objective(judge, real_x, fake_x, arguments)[0]
+
+        return lookahead(discriminate.uncompiled(), opt_d, objective, config.unroll)
 
     bar = _progress_bar(config, start_step, progress)
     started = time.perf_counter()
@@ -215,22 +254,13 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             for k in range(config.d_steps):
                 d_step = step * config.d_steps + k
                 real_x = batch_of_real_images(d_step)
-                z = torch.randn(config.batch_size, config.latent_dim, device=device, generator=noise)
+                z = torch.randn(samples_per_step, config.latent_dim, device=device, generator=noise)
                 last = k == config.d_steps - 1
                 with torch.set_grad_enabled(last):
                     fake_x = generate_batch(z)
-                real, fake = discriminate(real_x), discriminate(fake_x.detach())
-                d_loss = variant.discriminator_loss(real, fake)
-                step_arguments.update(real_images=real_x, fake_images=fake_x.detach(), real=real, fake=fake,
-                                      step=step, d_step=d_step)
-                penalty_values = []
-                for penalty, compute in penalties:
-                    if d_step % penalty.every:  # lazy: skipped on this step
-                        penalty_values.append(not_applied)
-                        continue
-                    value = _scalar(compute(step_arguments), f"variant '{variant.name}' penalty '{penalty.name}'")
-                    d_loss = d_loss + (penalty.weight * penalty.every) * value
-                    penalty_values.append(value.detach().float())
+                step_arguments.update(step=step, d_step=d_step)
+                d_loss, penalty_values, real, _ = discriminator_objective(discriminate, real_x, fake_x.detach(),
+                                                                           step_arguments)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
@@ -239,17 +269,26 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             with torch.no_grad():  # D(x) for the log, taken now: a CUDA graph may reuse its output buffer later
                 d_real = variant.d_value(real.logits.detach()).mean()
 
-            # 2) Generator: score the same fake batch with the updated discriminator. D's weights are frozen
-            #    here so backward computes no gradients for them (only through them, to G).
+            # 2) Generator: score the same fake batch with the updated discriminator (or its look-ahead copy). D's
+            #    weights are frozen here so backward computes no gradients for them (only through them, to G).
             D.requires_grad_(False)
-            fake = discriminate(fake_x)
-            with torch.no_grad():  # D(G(z)) for the log, by the updated D
-                d_fake = variant.d_value(fake.logits.detach()).mean()
-            real_now = None
-            if variant.generator_needs_real:
+            judge = generator_judge(real_x, fake_x)
+            if judge is not discriminate:
+                # D itself still sees the batch, for the log and so that its BatchNorm statistics and spectral norm
+                # iterations move exactly as without unrolling (then D's updates are the same too).
                 with torch.no_grad():
-                    real_now = discriminate(real_x)
-            g_loss = variant.generator_loss(fake, real_now)
+                    logged = discriminate(fake_x)
+                    if generator_loss.needs_real:
+                        discriminate(real_x)
+            fake = judge(fake_x)
+            with torch.no_grad():  # D(G(z)) for the log, by the updated D (not a look-ahead copy)
+                d_fake = variant.d_value((fake if judge is discriminate else logged).logits.detach()).mean()
+            real_now = None
+            if generator_loss.needs_real:
+                with torch.no_grad():
+                    real_now = judge(real_x)
+            g_loss = generator_loss({**step_arguments, "fake": fake, "real": real_now, "fake_images": fake_x,
+                                     "real_images": real_x, "discriminate": judge.uncompiled()})
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -282,7 +321,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     raise DivergedError(f"{message}; the log up to that step is in {out / LOG_FILE}")
                 log.append(first, rows, pending_times)
                 pending, pending_times = [], []
-                images_per_s = (done - start_step) * config.batch_size / (time.perf_counter() - started)
+                images_per_s = (done - start_step) * config.batch_size * config.pack / (time.perf_counter() - started)
                 if tensorboard is not None:
                     tensorboard.steps(first, rows, log.columns[1:-1], images_per_s)
                 bar.update(done - bar.n)
@@ -292,8 +331,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     evaluated = _plain(G_ema or G, config)
                     evaluator(evaluated, done)
                     if tensorboard is not None:
-                        tensorboard.evaluation(done, evaluator.last, generate(evaluated, GRID_SIZE,
-                                                                             config.latent_dim, GRID_SEED))
+                        tensorboard.evaluation(done, evaluator.last, generate(
+                            evaluated, picture_size(dataset.shape, GRID_SIZE), config.latent_dim, GRID_SEED),
+                            real=images[:20_000].cpu() if images.dim() == 2 else None)
                     started += time.perf_counter() - evaluation_started  # the clock leaves evaluation out
                 if done % config.checkpoint_every == 0 or done == config.steps:
                     if tensorboard is not None:
@@ -304,6 +344,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                         "config": config.to_dict(), "step": done, "wall_time_s": wall,
                         "generator": G.state_dict(), "discriminator": D.state_dict(),
                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
+                        **({"variant_state": _saved_variant_state(state, variant.name)} if state else {}),
                         **({"generator_ema": G_ema.state_dict()} if G_ema is not None else {}),
                     })
                     _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
@@ -332,13 +373,14 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- finish: a sample grid from fixed noise and the final status ----
     wall = wall_before + time.perf_counter() - started
-    save_grid(generate(_plain(G_ema or G, config), GRID_SIZE, config.latent_dim, GRID_SEED), out / GRID_FILE,
-              nrow=8)
+    figure_samples = generate(_plain(G_ema or G, config), picture_size(dataset.shape, GRID_SIZE), config.latent_dim,
+                              GRID_SEED)
+    save_grid(figure_samples, out / GRID_FILE, nrow=8, real=images[:20_000].cpu() if images.dim() == 2 else None)
     status = read_json(out / STATUS_FILE, "run status")
     final = _final_stats(out / LOG_FILE)
     trained_steps = config.steps - start_step
     _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
-                  wall_time_s=wall, images_per_s=config.steps * config.batch_size * config.d_steps / max(wall, 1e-9),
+                  wall_time_s=wall, images_per_s=config.steps * config.batch_size * config.pack * config.d_steps / max(wall, 1e-9),
                   steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}))
     return open_run(out)
 
@@ -419,15 +461,57 @@ def _with_kernel(saved: dict, config: TrainConfig) -> dict:
     return {**saved, "param_groups": [{**group, **_kernel(config)} for group in saved["param_groups"]]}
 
 
-class _Declared:
-    """A penalty or hook called with just the step arguments it declares (compare_gan's convention)."""
+def check_architecture_fits(config: TrainConfig, arch_spec, dataset) -> None:
+    """The architecture takes this dataset's kind of samples (images, vectors) and size."""
+    kind = dataset.shape.kind
+    if kind not in arch_spec.data:
+        raise GanzooError(f"architecture '{config.arch}' takes {' and '.join(k + 's' for k in arch_spec.data)}, "
+                          f"but dataset '{config.dataset}' has {dataset.shape.describe()}")
+    if kind == "image" and arch_spec.image_sizes and dataset.shape.size not in arch_spec.image_sizes:
+        raise GanzooError(f"architecture '{config.arch}' supports image sizes {arch_spec.image_sizes}, "
+                          f"but dataset '{config.dataset}' has {dataset.shape.size}x{dataset.shape.size}")
 
-    def __init__(self, fn):
-        self.fn = fn
-        self.names = declared_arguments(fn) if fn is not None else ()
 
-    def __call__(self, arguments: dict[str, Any]) -> Any:
-        return self.fn(**{name: arguments[name] for name in self.names}) if self.fn is not None else None
+def _check_batches(config: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) -> None:
+    """Batches every layer can take, checked before the first step: batch norm needs two samples, a
+    minibatch-statistics layer whole groups (its check_batch). Both networks take batch_size at a time (D's
+    inputs are packs)."""
+    for network, n in (("generator", config.batch_size), ("discriminator", config.batch_size)):
+        for module in (G if network == "generator" else D).modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and n < 2:
+                raise GanzooError(f"architecture '{config.arch}' uses batch norm in its {network}, which needs "
+                                  f"batches of at least 2 (it gets {n})")
+            problem = module.check_batch(n) if callable(getattr(module, "check_batch", None)) else None
+            if problem:
+                raise GanzooError(f"architecture '{config.arch}': {problem}")
+
+
+def _shape_record(shape) -> dict:
+    """The sample shape as config.json records it (sampling reads it back to rebuild the generator)."""
+    if shape.kind == "vector":
+        return {"features": shape.features}
+    return {"channels": shape.channels, "size": shape.size}
+
+
+def _saved_variant_state(state: dict[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
+    """The variant's state as the checkpoint stores it; a plugin that put something else in it is told so."""
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise GanzooError(f"variant '{variant}' state '{name}' must stay a tensor, got {type(value).__name__}")
+    return {name: value.detach().clone() for name, value in state.items()}
+
+
+def _restore_variant_state(state: dict[str, torch.Tensor], saved: Any, path: Path) -> None:
+    """Put the checkpoint's variant state back, by name: a resumed run continues from the values it had."""
+    if not isinstance(saved, dict) or set(saved) != set(state):
+        have = sorted(saved) if isinstance(saved, dict) else []
+        raise GanzooError(f"checkpoint {path}: the variant's state holds {', '.join(have) or 'nothing'}, but the "
+                          f"variant declares {', '.join(sorted(state)) or 'none'}; pass --overwrite to train again")
+    for name, value in saved.items():
+        if not isinstance(value, torch.Tensor) or value.shape != state[name].shape:
+            raise GanzooError(f"checkpoint {path}: the variant's state '{name}' does not fit the variant's "
+                              f"declaration (shape {tuple(state[name].shape)})")
+        state[name] = value.to(state[name].device, state[name].dtype)
 
 
 def _scalar(value: Any, what: str) -> torch.Tensor:
@@ -479,6 +563,8 @@ class _EpochBatches:
                 self.seed * 1_000_003 + epoch))
             self.epoch, self.order = epoch, perm.to(self.images.device)
         idx = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        if self.images.dtype != torch.uint8:  # vectors are stored as the floats they are
+            return self.images[idx]
         batch = self.images[idx].float().div_(127.5).sub_(1.0)  # uint8 [0, 255] -> float [-1, 1]
         return batch if self.layout == torch.contiguous_format else batch.contiguous(memory_format=self.layout)
 

@@ -245,6 +245,14 @@ def _train(train: ImageData, held_out: Optional[ImageData], channels: int, num_c
 MIN_SIZE = 10  # LeNet's second 5x5 convolution needs a 5x5 map after the first pooling
 
 
+@torch.no_grad()
+def classify(network: LeNet, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """(N, classes) logits of uint8 N x C x H x W images, on the CPU, in batches (what class-coverage and the
+    other metrics that need the reference classifier call)."""
+    chunks = [network(images[i:i + batch_size].float() / 255.0)[0] for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, network.fc2.out_features)
+
+
 def prepare(request: ExtractorRequest) -> PreparedExtractor:
     ds = request.dataset
     if not ds.num_classes:
@@ -287,6 +295,9 @@ def prepare(request: ExtractorRequest) -> PreparedExtractor:
                   f"{acc}", file=sys.stderr)
     register_with_fidelity()
     meta = payload["meta"]
+    network = LeNet(ds.shape.channels, ds.num_classes)
+    network.load_state_dict(payload["state_dict"])
+    network.requires_grad_(False).eval()
     sha256 = weights_sha256(payload["state_dict"])
     accuracy = meta.get("accuracy")
     acc_text = f"held-out accuracy {accuracy:.4f}" if accuracy is not None else "no labelled held-out split"
@@ -301,6 +312,7 @@ def prepare(request: ExtractorRequest) -> PreparedExtractor:
         feature_dim=FEATURES,
         batch_size=500,
         num_classes=ds.num_classes,
+        classify=functools.partial(classify, network),
         info={"classifier_accuracy": accuracy,
               "classifier_trained_on": f"{ds.name} '{ds.train_split}' ({meta['train_images']} images)",
               "classifier_accuracy_on": (f"{ds.name} '{meta['held_out_split']}' ({meta['held_out_images']} images)"

@@ -7,8 +7,9 @@ Where Radford's stack goes on down to 4x4, ours stops at 8x8 (7x7 for 28x28) and
 noise and to the score, as ganzoo's first 28/32 networks did: those two sizes keep their exact modules, so
 their checkpoints still load and their runs are unchanged.
 
-Options (``--arch-option key=value``): width (channels of D's first and G's last hidden layer, default 64) and
-spectral_norm (spectral normalisation of every D weight, default false).
+Options (``--arch-option key=value``): width (channels of D's first and G's last hidden layer, default 64),
+spectral_norm (spectral normalisation of every D weight, default false) and mbstd (a minibatch standard deviation
+layer before D's output layer, default 0: off).
 """
 import math
 
@@ -17,6 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
 from ganzoo.errors import GanzooError
 from ganzoo.hookspecs import hookimpl
+from ganzoo.layers import MBSTD_HELP, MinibatchStdDev
 from ganzoo.specs import ArchitectureSpec, ImageShape, Option
 
 SIZES = (16, 28, 32, 64, 128)
@@ -64,7 +66,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, shape: ImageShape, width: int = WIDTH, spectral_norm: bool = False):
+    def __init__(self, shape: ImageShape, width: int = WIDTH, spectral_norm: bool = False, mbstd: int = 0):
         super().__init__()
         base, n = _layout(shape.size)
         layers, c = [nn.Conv2d(shape.channels, width, 4, 2, 1), nn.LeakyReLU(0.2)], width
@@ -75,7 +77,9 @@ class DCGANDiscriminator(nn.Module):
                 layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
             c *= 2
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(c * base * base, 1)
+        # minibatch std (option): one more channel of the last feature map goes into the head; off, D is unchanged
+        self.mbstd = MinibatchStdDev(mbstd) if mbstd else None
+        self.head = nn.Linear((c + (1 if mbstd else 0)) * base * base, 1)
         _dcgan_init(self)
         if spectral_norm:  # after the N(0, 0.02) init: SN rescales whatever weights it is given
             for m in self.modules():
@@ -83,20 +87,27 @@ class DCGANDiscriminator(nn.Module):
                     apply_spectral_norm(m)
 
     def forward(self, x):
-        features = self.body(x)
-        return self.head(features).squeeze(1), features
+        if self.mbstd is None:
+            features = self.body(x)
+            return self.head(features).squeeze(1), features
+        maps = self.body[:-1](x)
+        features = maps.flatten(1)
+        return self.head(self.mbstd(maps).flatten(1)).squeeze(1), features
 
 
-def dcgan(width: int = WIDTH, spectral_norm: bool = False) -> ArchitectureSpec:
+def dcgan(width: int = WIDTH, spectral_norm: bool = False, mbstd: int = 0) -> ArchitectureSpec:
     if width < 1:
         raise GanzooError(f"architecture option width must be a positive integer, got {width}")
+    if mbstd < 0:
+        raise GanzooError(f"architecture option mbstd must be a group size >= 0 (0: off), got {mbstd}")
     return ArchitectureSpec(
         name="dcgan",
         description=f"DCGAN conv pair for 28x28 and 16-128 (one stride-2 layer per doubling above 8x8, "
                     f"BatchNorm), width {width}"
-                    + (", spectral norm in D (no BatchNorm there)" if spectral_norm else ""),
+                    + (", spectral norm in D (no BatchNorm there)" if spectral_norm else "")
+                    + (f", minibatch std (group {mbstd})" if mbstd else ""),
         build_generator=lambda latent_dim, shape: DCGANGenerator(latent_dim, shape, width),
-        build_discriminator=lambda shape: DCGANDiscriminator(shape, width, spectral_norm),
+        build_discriminator=lambda shape: DCGANDiscriminator(shape, width, spectral_norm, mbstd),
         paper="Radford et al. 2016, Unsupervised Representation Learning with DCGANs (arXiv:1511.06434)"
               + ("; spectral norm: Miyato et al. 2018 (arXiv:1802.05957)" if spectral_norm else ""),
         image_sizes=SIZES,
@@ -104,8 +115,9 @@ def dcgan(width: int = WIDTH, spectral_norm: bool = False) -> ArchitectureSpec:
         options={"width": Option(WIDTH, "channels of D's first and G's last hidden layer; doubled per layer "
                                         "inward", late=True),
                  "spectral_norm": Option(False, "spectral normalisation of D's conv and linear weights "
-                                                "(D's BatchNorm is then left out, as in SNGAN)", late=True)},
-        configure=lambda options: dcgan(options["width"], options["spectral_norm"]),
+                                                "(D's BatchNorm is then left out, as in SNGAN)", late=True),
+                 "mbstd": Option(0, MBSTD_HELP, late=True)},
+        configure=lambda options: dcgan(options["width"], options["spectral_norm"], options["mbstd"]),
     )
 
 

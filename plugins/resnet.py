@@ -12,7 +12,8 @@ upsample and a 1x1 conv; D's is ReLU, conv3x3, ReLU, conv3x3, 2x2 average pool, 
 the shortcut wherever the shape changes. D's first ("optimized") block starts with the conv, not a ReLU: the
 input image is not an activation. Weights start Xavier-uniform with gain sqrt(2) on the residual convs (they
 feed ReLUs) and 1 elsewhere, as the reference Chainer code and mimicry do. Spectral normalisation is on every
-D weight by default (option spectral_norm); D has no BatchNorm either way.
+D weight by default (option spectral_norm); D has no BatchNorm either way. Option mbstd puts a minibatch
+standard deviation layer before D's last block (Karras et al. 2018), whose input then has one more channel.
 """
 import math
 
@@ -23,6 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
 from ganzoo.errors import GanzooError
 from ganzoo.hookspecs import hookimpl
+from ganzoo.layers import MBSTD_HELP, MinibatchStdDev
 from ganzoo.specs import ArchitectureSpec, ImageShape, Option
 
 SIZES = (32, 64)
@@ -98,7 +100,7 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    def __init__(self, shape: ImageShape, width: int = WIDTH, spectral_norm: bool = True):
+    def __init__(self, shape: ImageShape, width: int = WIDTH, spectral_norm: bool = True, mbstd: int = 0):
         super().__init__()
         channels = _channels(shape.size, width)[::-1]
         blocks = [DownBlock(shape.channels, channels[0], downsample=True, first=True)]
@@ -106,6 +108,10 @@ class ResNetDiscriminator(nn.Module):
             blocks += [DownBlock(width, width, True), DownBlock(width, width, False), DownBlock(width, width, False)]
         else:
             blocks += [DownBlock(a, b, True) for a, b in zip(channels, channels[1:])]
+        if mbstd:  # the last block reads one more channel: the group's standard deviation
+            last = blocks[-1]
+            blocks[-1:] = [MinibatchStdDev(mbstd), DownBlock(last.conv1.in_channels + 1, last.conv2.out_channels,
+                                                             last.downsample)]
         self.blocks = nn.Sequential(*blocks)
         self.head = _xavier(nn.Linear(channels[-1], 1))
         if spectral_norm:
@@ -118,23 +124,27 @@ class ResNetDiscriminator(nn.Module):
         return self.head(features).squeeze(1), features
 
 
-def resnet(width: int = WIDTH, spectral_norm: bool = True) -> ArchitectureSpec:
+def resnet(width: int = WIDTH, spectral_norm: bool = True, mbstd: int = 0) -> ArchitectureSpec:
     if width < 2 or width % 2:
         raise GanzooError(f"architecture option width must be a positive even integer, got {width}")
+    if mbstd < 0:
+        raise GanzooError(f"architecture option mbstd must be a group size >= 0 (0: off), got {mbstd}")
     return ArchitectureSpec(
         name="resnet",
         description=f"SNGAN ResNet pair (Miyato et al. 2018, appendix Table 4 at 32x32; one more block, "
                     f"channels doubling, at 64x64), width {width}"
-                    + (", spectral norm in D" if spectral_norm else ", no spectral norm"),
+                    + (", spectral norm in D" if spectral_norm else ", no spectral norm")
+                    + (f", minibatch std (group {mbstd})" if mbstd else ""),
         build_generator=lambda latent_dim, shape: ResNetGenerator(latent_dim, shape, width),
-        build_discriminator=lambda shape: ResNetDiscriminator(shape, width, spectral_norm),
+        build_discriminator=lambda shape: ResNetDiscriminator(shape, width, spectral_norm, mbstd),
         paper="Miyato et al. 2018, Spectral Normalization for GANs (arXiv:1802.05957), appendix B.4, Table 4; "
               "Gulrajani et al. 2017 (arXiv:1704.00028)",
         image_sizes=SIZES,
         options={"width": Option(WIDTH, "D's channels at 32x32 (G has twice as many); at 64x64 D widens from "
                                         "width/2 to 8*width and G narrows back"),
-                 "spectral_norm": Option(True, "spectral normalisation of every D weight")},
-        configure=lambda options: resnet(options["width"], options["spectral_norm"]),
+                 "spectral_norm": Option(True, "spectral normalisation of every D weight"),
+                 "mbstd": Option(0, MBSTD_HELP, late=True)},
+        configure=lambda options: resnet(options["width"], options["spectral_norm"], options["mbstd"]),
     )
 
 

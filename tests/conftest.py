@@ -97,3 +97,39 @@ batch_size = 32
 checkpoint_every = {checkpoint_every}
 """.replace("'", '"'))
     return path
+
+
+def killed_and_resumed(tmp_path: Path, monkeypatch, **settings):
+    """The same run trained straight through, and killed right after its first checkpoint (like kill -9) then
+    resumed by running the same command again: returns (straight, resumed) Runs, whose checkpoints and logs a test
+    compares."""
+    import ganzoo
+    from ganzoo import checkpoint
+
+    settings = {"progress": False, **settings}
+    straight = ganzoo.train(out=tmp_path / "straight", **settings)
+    real_save = checkpoint.save
+
+    def save_then_die(path, payload):
+        real_save(path, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ganzoo.train(out=tmp_path / "resumed", **settings)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    return straight, ganzoo.train(out=tmp_path / "resumed", **settings)
+
+
+def assert_same_checkpoints(a, b, parts=("generator", "discriminator")) -> None:
+    """Bit-identical tensors in the named parts of two runs' checkpoints, and the same per-step log (but time)."""
+    import pandas as pd
+    import torch
+
+    first, second = (torch.load(r.checkpoint, weights_only=True) for r in (a, b))
+    for part in parts:
+        assert first[part].keys() == second[part].keys(), part
+        for key in first[part]:
+            assert torch.equal(first[part][key], second[part][key]), f"{part}.{key}"
+    columns = [c for c in a.read_log().columns if c != "time_s"]
+    pd.testing.assert_frame_equal(a.read_log()[columns], b.read_log()[columns])

@@ -9,6 +9,8 @@ from ganzoo import checkpoint, registry
 from ganzoo.hookspecs import hookimpl
 from ganzoo.sampling import generate
 
+from conftest import assert_same_checkpoints, killed_and_resumed
+
 SETTINGS = dict(arch="dcgan", steps=6, checkpoint_every=3, batch_size=16, progress=False)  # dcgan: BatchNorm buffers
 
 
@@ -63,24 +65,10 @@ def test_sampling_and_evaluation_use_the_averaged_generator(tmp_path):
 
 
 def test_ema_is_part_of_the_identity_and_resumes_bit_identically(tmp_path, monkeypatch, cli):
-    straight = ganzoo.train(ema=0.8, ema_start=1, out=tmp_path / "straight", **SETTINGS)
+    straight, resumed = killed_and_resumed(tmp_path, monkeypatch, ema=0.8, ema_start=1, **SETTINGS)
     assert straight.config.key() != ganzoo.TrainConfig(arch="dcgan", steps=6, batch_size=16).key()
-    real_save = checkpoint.save
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        ganzoo.train(ema=0.8, ema_start=1, out=tmp_path / "resumed", **SETTINGS)
-    monkeypatch.setattr(checkpoint, "save", real_save)
-    resumed = ganzoo.train(ema=0.8, ema_start=1, out=tmp_path / "resumed", **SETTINGS)
     assert resumed.stats["steps_this_session"] == 3
-    a, b = (torch.load(r.checkpoint, weights_only=True) for r in (straight, resumed))
-    for part in ("generator", "generator_ema", "discriminator"):
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert_same_checkpoints(straight, resumed, parts=("generator", "generator_ema", "discriminator"))
 
     code, _, err = cli("train", "--ema", "1.5", "--steps", "1", "--out", tmp_path / "bad")
     assert code == 2 and "ema must be a decay in [0, 1)" in err and len(err.strip().splitlines()) == 1

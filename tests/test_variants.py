@@ -14,6 +14,8 @@ from ganzoo.specs import DiscriminatorOutput, Option, Penalty, Recipe, VariantSp
 from ganzoo_plugins import dragan as dragan_plugin
 from ganzoo_plugins import r1 as r1_plugin
 from ganzoo_plugins import wgan as wgan_plugin
+
+from conftest import assert_same_checkpoints, killed_and_resumed
 from ganzoo_plugins import wgan_gp as wgan_gp_plugin
 from ganzoo_wgan_lp import lipschitz_penalty
 
@@ -278,28 +280,10 @@ def test_variant_whose_loss_raises_mid_run_is_marked_failed(tmp_path, register_p
 @pytest.mark.parametrize("variant", ["wgan", "wgan-gp", "r1", "dragan"])
 def test_new_variants_resume_bit_identically(tmp_path, monkeypatch, variant):
     """RMSprop's state, clipped weights and the RNG the penalties draw from all come back from the checkpoint."""
-    settings = dict(variant=variant, steps=6, checkpoint_every=3, batch_size=16, progress=False,
-                    variant_options={"every": 2} if variant == "r1" else {})
-    straight = ganzoo.train(out=tmp_path / "straight", **settings)
-    real_save = checkpoint.save
-
-    def save_then_die(path, payload):
-        sha = real_save(path, payload)
-        raise KeyboardInterrupt  # killed right after the first checkpoint
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        ganzoo.train(out=tmp_path / "resumed", **settings)
-    monkeypatch.setattr(checkpoint, "save", real_save)
-    resumed = ganzoo.train(out=tmp_path / "resumed", **settings)
+    straight, resumed = killed_and_resumed(tmp_path, monkeypatch, variant=variant, steps=6, checkpoint_every=3,
+                                           batch_size=16, variant_options={"every": 2} if variant == "r1" else {})
     assert resumed.stats["steps_this_session"] == 3
-    a = torch.load(straight.checkpoint, weights_only=True)
-    b = torch.load(resumed.checkpoint, weights_only=True)
-    for part in ("generator", "discriminator"):
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
-    columns = [c for c in straight.read_log().columns if c != "time_s"]
-    pd.testing.assert_frame_equal(straight.read_log()[columns], resumed.read_log()[columns])
+    assert_same_checkpoints(straight, resumed)
 
 
 # ---- bench -------------------------------------------------------------------------------------------------
