@@ -175,6 +175,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     board["_dataset"] = board["dataset"].map({d: i for i, d in enumerate(dict.fromkeys(board["dataset"]))})
     board = board.sort_values(keys, na_position="last", kind="stable").drop(columns=["_order", "_rank", "_dataset"])
     board = board.reset_index(drop=True)
+    if (board["setup"] == "").all():  # no setups axis: the board (and its CSV) as before setups existed
+        board = board.drop(columns="setup")
     board.attrs["protocol"] = protocol_of(frame)
     board.attrs["all_completed"] = bool((board["completed"] == board["seeds"]).all())
     board.attrs["metric_columns"] = metric_columns(frame)

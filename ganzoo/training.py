@@ -105,7 +105,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     samples_per_step = config.batch_size * config.pack  # real (and generated) samples per discriminator step
     if n_images < samples_per_step:
         packs = f" x pack {config.pack}" if config.pack > 1 else ""
-        raise GanzooError(f"batch size {config.batch_size}{packs} is larger than the {n_images} training samples")
+        raise GanzooError(f"batch size {config.batch_size}{packs} is larger than the {n_images} training "
+                          f"{'images' if dataset.shape.kind == 'image' else 'samples'}")
 
     # ---- models and optimisers; the seed fixes their initial weights ----
     torch.manual_seed(config.seed)
@@ -479,8 +480,8 @@ def _check_batches(config: TrainConfig, G: torch.nn.Module, D: torch.nn.Module) 
     for network, n in (("generator", config.batch_size), ("discriminator", config.batch_size)):
         for module in (G if network == "generator" else D).modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and n < 2:
-                raise GanzooError(f"architecture '{config.arch}' uses batch norm in its {network}, which needs "
-                                  f"batches of at least 2 (it gets {n})")
+                raise GanzooError(f"architecture '{config.arch}' uses batch norm, which needs a batch size of at "
+                                  f"least 2 (its {network} gets {n})")
             problem = module.check_batch(n) if callable(getattr(module, "check_batch", None)) else None
             if problem:
                 raise GanzooError(f"architecture '{config.arch}': {problem}")

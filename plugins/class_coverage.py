@@ -47,7 +47,7 @@ def ganzoo_metrics():
         name="class-coverage",
         description="classes the reference classifier finds in the samples (>= 5% each) and KL of their histogram "
                     "from uniform",
-        columns=(MetricColumn("classes_covered", "classes >=5%", "higher", ".1f", board="classes"),
+        columns=(MetricColumn("classes_covered", "classes covered (>=5%)", "higher", ".1f", board="classes"),
                  MetricColumn("class_kl", "class KL", "lower", ".3f")),
         prepare=prepare, applies=_applies, needs=("samples", "classifier"),
         comparable=("coverage_classifier_sha256",),

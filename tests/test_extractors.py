@@ -163,7 +163,8 @@ def test_inception_is_downloaded_into_the_hub_cache_then_scores(random_inception
     monkeypatch.setattr(inception, "download_url_to_file", fake_download(random_inception, calls))
     real = load_split("mnist5k", "test").images
     # Inception runs 299x299 on the CPU at a few images a second: 4 generated vs 4 real.
-    result = evaluate_images(real[10:14], "mnist5k", "inception-v3-compat", n_real=4, progress=False)
+    result = evaluate_images(real[10:14], "mnist5k", "inception-v3-compat", n_real=4, progress=False,
+                             metrics=["fidelity"])
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     cached = checkpoints / OFFICIAL
     assert [(url, hp) for url, _, hp in calls] == [(inception.WEIGHTS_URL, "6726825d")]
@@ -172,7 +173,7 @@ def test_inception_is_downloaded_into_the_hub_cache_then_scores(random_inception
     assert cached.read_bytes() == random_inception.read_bytes()
     m, p = result.metrics, result.protocol
     assert all(math.isfinite(m[k]) for k in ("is_mean", "is_std", "fid", "kid_mean", "kid_std"))
-    assert "classes_covered" not in m  # Inception's 1008 ImageNet classes are not the dataset's
+    assert "classes_covered" not in m  # asked for fidelity alone (class coverage is its own metric)
     assert p["extractor"] == "inception-v3-compat" and p["weights_official"] is False
     assert p["extractor_weights_sha256"] == hashlib.sha256(random_inception.read_bytes()).hexdigest()
     assert "NOT the official weights" in p["scores_are"]

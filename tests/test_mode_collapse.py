@@ -312,7 +312,7 @@ def test_minibatch_std_is_an_option_of_the_discriminators(tmp_path, arch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--pack", "0"], "pack must be a positive integer"),
-    (["--pack", "100", "--batch-size", "64"], "batch size 64 x pack 100 is larger than the 4000 training samples"),
+    (["--pack", "100", "--batch-size", "64"], "batch size 64 x pack 100 is larger than the 4000 training images"),
     (["--unroll", "-1"], "unroll must be a non-negative integer"),
     (["--arch-option", "mbstd=4", "--batch-size", "6"], "must be a multiple of 4"),
     (["--arch-option", "mbstd=8", "--batch-size", "4", "--pack", "4"], "batch (4) must be a multiple of 8"),

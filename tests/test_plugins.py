@@ -187,9 +187,9 @@ def test_unknown_names_list_what_is_available(cli):
     code, _, err = cli("train", "--variant", "wgan-xx", "--steps", "1")
     assert code == 2
     assert "unknown variant 'wgan-xx'; available: dragan (ganzoo), feature-matching (ganzoo), hinge (ganzoo), " \
-           "lsgan (ganzoo)" in err and "wgan-lp (ganzoo-wgan-lp)" in err
+           "lecam (ganzoo-lecam), lsgan (ganzoo)" in err and "wgan-lp (ganzoo-wgan-lp)" in err
     code, _, err = cli("train", "--arch", "stylegan", "--steps", "1")
     assert code == 2 and "unknown architecture 'stylegan'; available: dcgan (ganzoo), mlp (ganzoo), " \
-                         "resnet (ganzoo)" in err
+                         "pacgan-mlp (ganzoo), resnet (ganzoo), unrolled-dcgan (ganzoo)" in err
     code, _, err = cli("train", "--dataset", "imagenet", "--steps", "1")
     assert code == 2 and "unknown dataset 'imagenet'; available:" in err and "mnist5k (ganzoo)" in err
