@@ -190,7 +190,7 @@ class BenchSpec:
             settings["sweep"] = dict(data["sweep"])
         for table in tables[:-1]:
             settings[table] = dict(data.get(table, {}))
-        for table in ("variant_options", "metric_options", "setups"):  # the command line adds to these
+        for table in ("variant_options", "arch_options", "metric_options", "setups"):  # the command line adds
             for name, given in (overrides.pop(table, None) or {}).items():
                 settings[table][name] = {**settings[table].get(name, {}), **given}
         selected = overrides.pop("select_setups", None)
@@ -598,10 +598,22 @@ def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[in
            "recipe": describe_training(config),
            "d_steps": config.d_steps, "optimizer": config.optimizer, "lr": config.lr,
            "beta1": config.betas[0] if config.betas else None, "beta2": config.betas[1] if config.betas else None,
-           **{f"option.{k}": v for k, v in config.variant_options.items()}}
+           **option_columns(config)}
     if setting is not None:
         row.update(setting=setting[0], setting_desc=describe(setting[1]))
     return row
+
+
+def option_columns(config: TrainConfig) -> dict[str, Any]:
+    """Every option of the cell's variant and architecture, defaults included, one column each, keyed by the
+    plugin's kind and name (option.variant.r1.gamma, option.arch.dcgan.width): two plugins' options that share
+    a name (LeCam's and CR's lambda) never share a column."""
+    columns = {}
+    for kind, prefix, name, given in (("variant", "variant", config.variant, config.variant_options),
+                                      ("architecture", "arch", config.arch, config.arch_options)):
+        for key, value in registry.declared_values(kind, name, given).items():
+            columns[f"option.{prefix}.{name}.{key}"] = value
+    return columns
 
 
 def run_folder(config: TrainConfig, setup: str = "") -> Path:
@@ -629,7 +641,8 @@ def _run_stats(run_dir: Path) -> dict[str, Any]:
         return {}
     stats = run.stats
     final = stats.get("final", {})
-    return {"steps": run.step, "wall_time_s": stats.get("wall_time_s"), "images_per_s": stats.get("images_per_s"),
+    return {"steps": run.step, "wall_time_s": stats.get("wall_time_s"),
+            "g_images_per_s": stats.get("g_images_per_s"), "d_images_per_s": stats.get("d_images_per_s"),
             "best_fid": stats.get("best_fid"), "best_fid_step": stats.get("best_fid_step"),
             "final_fid": stats.get("final_fid"),
             "final_d_loss": final.get("d_loss"), "final_g_loss": final.get("g_loss"),

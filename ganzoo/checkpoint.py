@@ -70,8 +70,32 @@ def load(path: Path | str, expected_sha256: str | None = None) -> dict[str, Any]
 
 def load_state(module: torch.nn.Module, state: dict, path: Path | str, what: str) -> None:
     """load_state_dict with a one-line error when shapes or keys do not match the architecture."""
+    mismatch = state_mismatch(module, state) if isinstance(state, dict) else ""
+    if mismatch:  # torch's own message puts the keys on lines after its first: name them here
+        raise GanzooError(f"checkpoint {path}: the {what} weights do not fit the architecture "
+                          f"({type(module).__name__}: {mismatch})")
     try:
         module.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise GanzooError(f"checkpoint {path}: the {what} weights do not fit the architecture ({first})") from None
+
+
+def state_mismatch(module: torch.nn.Module, state: dict, shown: int = 5) -> str:
+    """What keeps `state` from loading into `module`, in one line: missing and unexpected keys and tensors of
+    another shape ("" when they fit). A network that gained a buffer or a layer since the checkpoint was
+    written shows up here by name."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} here" for k, v in expected.items()
+                if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape]
+    parts = [f"{label} {_listed(keys, shown)}" for label, keys in (("missing keys", missing),
+                                                                   ("unexpected keys", unexpected),
+                                                                   ("other shapes", reshaped)) if keys]
+    return "; ".join(parts)
+
+
+def _listed(items: list[str], shown: int) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more

@@ -54,7 +54,7 @@ def run_list(args) -> int:
 
     kinds = {kind: registry.entries(kind) for kind in registry.KINDS}
     if args.json:
-        print(json.dumps({kind: [{"name": n, "description": e.spec.description, "paper": _paper(e.spec),
+        print(json.dumps({kind: [{"name": n, "description": e.spec.description, **_references(e.spec),
                                   "plugin": e.plugin, "provided_by": e.origin,
                                   **({"recipe": dataclasses.asdict(e.spec.recipe)} if kind == "variant" else {}),
                                   **({"columns": [dataclasses.asdict(c) for c in e.spec.columns]}
@@ -71,8 +71,9 @@ def run_list(args) -> int:
         width = max((len(n) for n in found), default=0)
         for name, entry in found.items():
             print(f"  {name:<{width}}  {entry.spec.description}  [{entry.origin}]")
-            if _paper(entry.spec):
-                print(f"  {'':<{width}}  paper: {_paper(entry.spec)}")
+            for label, text in _references(entry.spec).items():
+                if text:
+                    print(f"  {'':<{width}}  {label}: {text}")
             if kind == "variant":
                 print(f"  {'':<{width}}  recipe: {describe_recipe(entry.spec.recipe)}")
             if kind == "dataset":
@@ -89,36 +90,54 @@ def run_list(args) -> int:
     return 0
 
 
-def _paper(spec) -> str:
-    return getattr(spec, "paper", "") or getattr(spec, "source", "")
+def _references(spec) -> dict[str, str]:
+    """A method's paper, or a dataset's source (where its data comes from), under its own label."""
+    return {label: getattr(spec, label) for label in ("paper", "source") if hasattr(spec, label)}
 
 
 @command("plugins", "list loaded plugins, their versions and hooks, and plugins that failed to load")
 def run_plugins(args) -> int:
     from . import registry
-    from .plugins import failed_plugins, loaded_plugins
+    from .plugins import failed_hooks, loaded_plugins, unloaded_plugins
 
     problems = []
-    for kind in registry.KINDS:  # first: a plugin whose hook fails is listed below with those that did not load
+    contributed: dict[tuple[str, str], list[str]] = {}  # (plugin, hook) -> the names it added
+    for kind, (hook, _) in registry.KINDS.items():  # first: a plugin whose hook fails is recorded as it is called
         try:
-            registry.entries(kind)
+            for name, entry in registry.entries(kind).items():
+                contributed.setdefault((entry.plugin, hook), []).append(name)
         except GanzooError as exc:
             problems.append(str(exc))
+    hook_failures = failed_hooks()
     loaded = loaded_plugins()
     width = max((len(info.name) for info, _ in loaded), default=0)
+    module_width = max((len(info.module) for info, _ in loaded), default=0)
     print("loaded plugins:")
     for info, hooks in loaded:
-        print(f"  {info.name:<{width}}  {info.origin:<20} {info.module}  hooks: {', '.join(hooks) or '-'}")
-    failed = failed_plugins()
-    if failed:
-        print("\nfailed plugins:")
-        for info in failed:
+        added = "; ".join(_contribution(info.name, hook, contributed, hook_failures) for hook in hooks) or "-"
+        print(f"  {info.name:<{width}}  {info.origin:<20} {info.module:<{module_width}}  {added}")
+    not_loaded = unloaded_plugins()
+    if not_loaded:
+        print("\nplugins that failed to load:")
+        for info in not_loaded:
             print(f"  {info.name}  {info.origin}  {info.module}: {info.error}")
+    if hook_failures:
+        print("\nhooks left out (the rest of each plugin loaded):")
+        for (name, _), reason in sorted(hook_failures.items()):
+            print(f"  {name}  {reason}")
     if problems:
         print("\nregistry problems:")
         for problem in problems:
             print(f"  {problem}")
-    return 1 if failed or problems else 0
+    return 1 if not_loaded or hook_failures or problems else 0
+
+
+def _contribution(plugin: str, hook: str, contributed: dict, failed: dict) -> str:
+    """'ganzoo_variants: wgan-lp', or that the hook's contributions were left out."""
+    if (plugin, hook) in failed:
+        return f"{hook}: FAILED, nothing added (below)"
+    names = contributed.get((plugin, hook))
+    return f"{hook}: {', '.join(names)}" if names else hook
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,7 +236,7 @@ def run_train(args) -> int:
     print(f"{run.status}: {run.path}  step {run.step}/{run.config.steps}  "
           f"d_loss {final.get('d_loss', float('nan')):.4f}  g_loss {final.get('g_loss', float('nan')):.4f}  "
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
-          f"{s.get('wall_time_s', 0):.1f} s  {s.get('images_per_s', 0):.0f} img/s")
+          f"{s.get('wall_time_s', 0):.1f} s  {s.get('g_images_per_s', 0):.0f} generated img/s")
     print(f"recipe: {describe_training(run.config)}")
     print(f"samples: {run.grid}")
     if s.get("best_fid") is not None:
@@ -242,18 +261,21 @@ def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str,
     return options
 
 
-def per_variant_options(pairs: list[str], flag: str = "--variant-option",
-                        kind: str = "VARIANT") -> Optional[dict[str, dict[str, str]]]:
-    """["r1.gamma=1", "wgan-gp.lambda=5"] -> {"r1": {"gamma": "1"}, "wgan-gp": {"lambda": "5"}} (and the same for
-    --metric-option METRIC.KEY=VALUE)."""
-    by_variant: dict[str, list[str]] = {}
+def per_variant_options(pairs: list[str]) -> Optional[dict[str, dict[str, str]]]:
+    """["r1.gamma=1", "wgan-gp.lambda=5"] -> {"r1": {"gamma": "1"}, "wgan-gp": {"lambda": "5"}}."""
+    return per_name_options(pairs, "--variant-option", "VARIANT")
+
+
+def per_name_options(pairs: list[str], flag: str, owner: str) -> Optional[dict[str, dict[str, str]]]:
+    """NAME.KEY=VALUE pairs of a bench flag, grouped by the plugin they are for: {"dcgan": {"width": "32"}}."""
+    by_name: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         name, dot, option = key.rpartition(".")
         if not sep or not dot or not name.strip() or not option.strip():
-            raise GanzooError(f"{flag} expects {kind}.KEY=VALUE, got {pair!r}")
-        by_variant.setdefault(name.strip(), []).append(f"{option}={value}")
-    return {name: parse_options(given, f"{flag} for {name}:") for name, given in by_variant.items()} or None
+            raise GanzooError(f"{flag} expects {owner}.KEY=VALUE, got {pair!r}")
+        by_name.setdefault(name.strip(), []).append(f"{option}={value}")
+    return {name: parse_options(given, f"{flag} for {name}:") for name, given in by_name.items()} or None
 
 
 def parse_setups(given: list[str]) -> Optional[dict[str, dict[str, str]]]:
@@ -353,7 +375,7 @@ def run_eval(args) -> int:
     from .evaluation import DEFAULT_N_FAKE, evaluate, real_reference
 
     metrics = parse_metrics(args.metrics)
-    metric_options = per_variant_options(args.metric_option, "--metric-option", "METRIC")
+    metric_options = per_name_options(args.metric_option, "--metric-option", "METRIC")
     if args.run_folder is not None:
         if args.dataset_option or args.data_root:
             raise GanzooError("--dataset-option and --data-root go with --real; a run uses its own")
@@ -399,6 +421,9 @@ def _add_bench(p):
                    help="run only these of the preset's [setups], in this order")
     p.add_argument("--variant-option", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                    help="a variant's option, repeatable, e.g. r1.gamma=1 (adds to a preset's [variant_options])")
+    p.add_argument("--arch-option", action="append", default=[], metavar="ARCH.KEY=VALUE",
+                   help="an architecture's option, repeatable, e.g. dcgan.spectral_norm=true (adds to a preset's "
+                        "[arch_options])")
     p.add_argument("--inception-weights", default=None, help="path to the Inception weights file, if not cached")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets")
     p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
@@ -406,6 +431,8 @@ def _add_bench(p):
                         "[dataset_options]); e.g. imagefolder's folder=DIR size=64 channels=3")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--out", default="bench", help="report folder (default bench/)")
+    p.add_argument("--format", default=None, choices=["md", "latex", "csv", "html"],
+                   help="print the full leaderboard in this format instead of the compact table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="log every run to its folder's tensorboard/ (tensorboard --logdir <out>/runs)")
@@ -430,7 +457,6 @@ def _add_bench(p):
 def run_bench(args) -> int:
     from .bench import bench, load_spec
     from .executors import make_executor
-    from .leaderboard import render
 
     executor = make_executor(args.executor, jobs=args.jobs, address=args.ray_address,
                              gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
@@ -438,9 +464,10 @@ def run_bench(args) -> int:
     spec = load_spec(args.config, variants=args.variants, archs=args.archs, datasets=args.datasets,
                      seeds=args.seeds, steps=args.steps, eval_every=args.eval_every, n_fake=args.n_fake,
                      extractor=args.extractor, data_root=args.data_root, device=args.device,
-                     variant_options=per_variant_options(args.variant_option), tensorboard=args.tensorboard,
-                     metrics=parse_metrics(args.metrics),
-                     metric_options=per_variant_options(args.metric_option, "--metric-option", "METRIC"),
+                     variant_options=per_variant_options(args.variant_option),
+                     arch_options=per_name_options(args.arch_option, "--arch-option", "ARCH"),
+                     tensorboard=args.tensorboard, metrics=parse_metrics(args.metrics),
+                     metric_options=per_name_options(args.metric_option, "--metric-option", "METRIC"),
                      setups=parse_setups(args.setup), select_setups=args.setups)
     if args.dataset_option:
         options = parse_options(args.dataset_option)
@@ -448,8 +475,7 @@ def run_bench(args) -> int:
             d: {**spec.dataset_options.get(d, {}), **options} for d in spec.datasets})
     board = bench(spec, out=args.out, progress=not args.quiet, inception_weights=args.inception_weights,
                   executor=executor, command=shlex.join(["ganzoo", *args.argv]))
-    print(render(board, "md"))
-    print(f"report: {args.out}/report.html (and leaderboard.csv .md .tex .html, curves.png, losses.png, samples.png)")
+    print(_leaderboard_text(board, args.format, args.out), end="")
     if not board.attrs.get("all_completed"):
         print("ganzoo: some runs failed or diverged; see the status column (rerun to retry failed ones)",
               file=sys.stderr)
@@ -459,8 +485,9 @@ def run_bench(args) -> int:
 
 def _add_leaderboard(p):
     p.add_argument("folder", help="report folder written by `ganzoo bench`")
-    p.add_argument("--format", default="md", choices=["md", "latex", "csv", "html"])
-    p.add_argument("--output", default=None, help="write to this file instead of printing")
+    p.add_argument("--format", default=None, choices=["md", "latex", "csv", "html"],
+                   help="the full leaderboard in this format (default: a compact table that fits the terminal)")
+    p.add_argument("--output", default=None, help="write to this file instead of printing (default format: md)")
     p.add_argument("--spread", default=None, choices=["sd", "se"],
                    help="what ± shows: sd over seeds or the standard error (default: the benchmark's setting)")
 
@@ -471,12 +498,20 @@ def run_leaderboard(args) -> int:
     from .files import atomic_write
     from .leaderboard import leaderboard, render
 
-    text = render(leaderboard(args.folder, spread=args.spread), args.format)
-    if args.output:
+    board = leaderboard(args.folder, spread=args.spread)
+    if args.output:  # a file gets a full table, never one fitted to this terminal
+        text = render(board, args.format or "md")
         atomic_write(args.output, lambda f: f.write(text), mode="w")
     else:
-        print(text, end="")
+        print(_leaderboard_text(board, args.format, args.folder), end="")
     return 0
+
+
+def _leaderboard_text(board, fmt: Optional[str], folder: str) -> str:
+    """The full leaderboard in `fmt`, or without one the compact table fitted to the terminal."""
+    from .leaderboard import render, render_terminal
+
+    return render(board, fmt) if fmt else render_terminal(board, folder)
 
 
 def _add_compare(p):

@@ -33,7 +33,8 @@ def load_split(dataset: str, split: str, root: Optional[str | Path] = None, down
 @functools.lru_cache(maxsize=16)
 def _load_split(dataset: str, split: str, root: str, download: bool, options: tuple) -> ImageData:
     spec = registry.dataset(dataset, dict(options))
-    data = spec.load(split, root, download)
+    with registry.plugin_code("dataset", dataset, "load"):
+        data = spec.load(split, root, download)
     images = data.images
     expected = spec.shape.dims
     dtype = torch.uint8 if spec.shape.kind == "image" else torch.float32  # images as bytes, vectors as floats

@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import shutil
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -120,13 +122,14 @@ def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFram
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
+    frame = keyed_option_columns(frame.copy())
     if "setup" not in frame:  # records written before setups existed
         frame["setup"] = ""
     frame["setup"] = frame["setup"].fillna("")
     metrics = _board_columns(frame)
     ranks = _rank_columns(frame)
-    for column in [source for source, _, _ in metrics] + ["steps", "wall_time_s", "images_per_s"]:
+    for column in [source for source, _, _ in metrics] + ["steps", "wall_time_s", "images_per_s", "g_images_per_s",
+                                                          "d_images_per_s"]:
         if column not in frame:
             frame[column] = np.nan
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
@@ -140,11 +143,10 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                    diverged=int((group["status"] == "diverged").sum()))
         for source, name, _ in metrics:
             values = scored[source].dropna().to_numpy(dtype=float)
-            mean, sd, half = _mean_sd_ci(values)
-            row[name], row[f"{name}_sd"] = mean, sd
-            row[f"{name}_se"] = sd / math.sqrt(len(values)) if len(values) > 1 else math.nan
-            if name in ("fid", "is", "kid") or name == ranks.get(row["dataset"]):
-                row[f"{name}_ci95"] = half
+            row[name], row[f"{name}_sd"] = _mean_sd(values)
+            row[f"{name}_se"] = row[f"{name}_sd"] / math.sqrt(len(values)) if len(values) > 1 else math.nan
+            if name in INTERVALS:
+                row[f"{name}_ci95_low"], row[f"{name}_ci95_high"] = interval(values, positive=INTERVALS[name])
         recipes = group["recipe"].dropna().unique() if "recipe" in group else []
         row["recipe"] = recipes[0] if len(recipes) == 1 else ("mixed: " + " | ".join(recipes) if len(recipes) else "")
         for column in RECIPE_COLUMNS + sorted(c for c in frame.columns if c.startswith("option.")):
@@ -154,7 +156,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                                                                    "mixed: " + " | ".join(map(str, values)))
         row["steps"] = group["steps"].max()
         row["wall_time_s"] = done["wall_time_s"].mean()
-        row["images_per_s"] = done["images_per_s"].mean()
+        row.update(_throughput(done))
         errors = group.loc[group["status"] != "completed", "error"].dropna() if "error" in group else []
         row["error"] = next((e for e in errors if e), "")
         row["status"] = _status(row)
@@ -219,18 +221,61 @@ def comparable_fields(frame: pd.DataFrame) -> list[str]:
     return fields + legacy
 
 
-def _mean_sd_ci(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean, sample standard deviation and the 95% confidence half-width (Student's t) over seeds."""
+def _mean_sd(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (NaN where there are too few)."""
+    if len(values) == 0:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+# Metrics given a 95% interval over seeds, and whether they are positive (then the interval is taken on the log).
+INTERVALS = {"fid": True, "is": True, "kid": False}
+MIN_SEEDS_FOR_INTERVAL = 3
+INTERVAL_NOTE = ("FID 95% CI: Student's t interval of the mean of log FID over seeds, mapped back (FID is positive "
+                 "and its spread grows with its size, so the interval never goes below 0); shown from "
+                 f"{MIN_SEEDS_FOR_INTERVAL} seeds on: with 2, t's factor of 12.7 makes any interval uninformative.")
+
+
+def interval(values: np.ndarray, positive: bool = False) -> tuple[float, float]:
+    """95% confidence interval over seeds (NaN with fewer than MIN_SEEDS_FOR_INTERVAL values).
+
+    For a positive metric the t interval is taken on the logarithm and mapped back: it stays inside the
+    metric's range and is multiplicative, as spread over seeds is for FID; otherwise Student's t as it is."""
     from scipy import stats
 
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if n == 1:
-        return mean, math.nan, math.nan
-    sd = float(values.std(ddof=1))
-    return mean, sd, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    values = np.asarray(values, dtype=float)
+    if len(values) < MIN_SEEDS_FOR_INTERVAL or (positive and (values <= 0).any()):
+        return math.nan, math.nan
+    scaled = np.log(values) if positive else values
+    half = stats.t.ppf(0.975, len(values) - 1) * scaled.std(ddof=1) / math.sqrt(len(values))
+    low, high = scaled.mean() - half, scaled.mean() + half
+    return (float(np.exp(low)), float(np.exp(high))) if positive else (float(low), float(high))
+
+
+def _throughput(done: pd.DataFrame) -> dict[str, float]:
+    """Generated images per second (one batch per generator step: the speed a reader compares) and the real
+    images D sees per second (d_steps batches per step), mean over seeds. Records written before both were
+    stored hold only D's, as images_per_s; d_steps (1 where not recorded) gives G's from it."""
+    d_steps = pd.to_numeric(done.get("d_steps", pd.Series(np.nan, index=done.index)), errors="coerce")
+    d_steps = d_steps.astype(float).fillna(1)  # float: the store reads whole-number columns as nullable Int64
+    generated = done["g_images_per_s"].fillna(done["images_per_s"] / d_steps)
+    seen_by_d = done["d_images_per_s"].fillna(done["images_per_s"])
+    return {"g_images_per_s": generated.mean(), "d_images_per_s": seen_by_d.mean()}
+
+
+def keyed_option_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Option columns as bench writes them, option.<kind>.<plugin>.<option>: results stored before they were keyed
+    by plugin hold a variant's options as option.<option>, moved here under each row's own variant."""
+    for column in [c for c in frame.columns if c.startswith("option.") and c.split(".")[1] not in OPTION_KINDS]:
+        option = column[len("option."):]
+        for variant in frame.loc[frame[column].notna(), "variant"].unique():
+            rows = frame["variant"] == variant
+            frame.loc[rows, f"option.variant.{variant}.{option}"] = frame.loc[rows, column]
+        frame = frame.drop(columns=column)
+    return frame
+
+
+OPTION_KINDS = ("variant", "arch")  # bench.option_columns
 
 
 def _status(row: dict[str, Any]) -> str:
@@ -301,11 +346,8 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     if "setup" in board and (board["setup"].fillna("") != "").any():
         out["setup"] = board["setup"].fillna("").replace("", "-")
     out["arch"], out["dataset"] = board["arch"], board["dataset"]
-    for column, title in _differing_recipe_columns(board):
-        out[title] = [_recipe_cell(v) for v in board[column]]
-    if "selected_by" in board:
-        out["selected by"] = board["selected_by"].fillna("").replace("", "-")
     out["seeds"] = [f"{c}/{s}" for c, s in zip(board["completed"], board["seeds"])]
+    metric_headers = []
     for name, header, _, spec in metrics:
         cells = []
         for i, row in board.iterrows():
@@ -317,17 +359,39 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
                 text = bold(text)
             cells.append(text)
         out[header] = cells
+        metric_headers.append(header)
         if name == "fid":
-            out["FID 95% CI"] = [
-                "-" if math.isnan(r["fid_ci95"]) else f"[{r['fid'] - r['fid_ci95']:.2f}, {r['fid'] + r['fid_ci95']:.2f}]"
-                for _, r in board.iterrows()]
+            out["FID 95% CI"] = [_interval_cell(low, high) for low, high in
+                                 zip(board["fid_ci95_low"], board["fid_ci95_high"])]
+            metric_headers.append("FID 95% CI")
+    # how each row was trained, after its scores: the fields that differ between rows
+    option_columns = []
+    for column, title in _differing_recipe_columns(board):
+        out[title] = [_recipe_cell(v) for v in board[column]]
+        if column.startswith("option."):
+            option_columns.append(title)
+    if "selected_by" in board:
+        out["selected by"] = board["selected_by"].fillna("").replace("", "-")
     out["steps"] = [_fmt(v, ".0f") for v in board["steps"]]
     out["train s"] = [_fmt(v, ".0f") for v in board["wall_time_s"]]
-    out["img/s"] = [_fmt(v, ".0f") for v in board["images_per_s"]]
+    out["img/s"] = [_fmt(v, ".0f") for v in board["g_images_per_s"]]
+    if _d_sees_more(board):  # critics with several steps per generator step
+        out["D img/s"] = [_fmt(v, ".0f") for v in board["d_images_per_s"]]
     errors = board["error"] if "error" in board else pd.Series("", index=board.index)
     out["status"] = [f"{status}: {_shorten(error)}" if isinstance(error, str) and error else status
                      for status, error in zip(board["status"], errors)]  # the reason, not just "1 failed"
+    out.attrs.update(metric_columns=metric_headers, option_columns=option_columns)  # for report.html's layout
     return out
+
+
+def _interval_cell(low: float, high: float) -> str:
+    return "-" if math.isnan(low) or math.isnan(high) else f"[{low:.2f}, {high:.2f}]"
+
+
+def _d_sees_more(board: pd.DataFrame) -> bool:
+    """Whether D's throughput differs from G's for some row (a variant with several critic steps)."""
+    g, d = board["g_images_per_s"], board["d_images_per_s"]
+    return bool(((d - g).abs() > 1e-6 * g.abs()).any())
 
 
 def _differing_recipe_columns(board: pd.DataFrame) -> list[tuple[str, str]]:
@@ -339,9 +403,15 @@ def _differing_recipe_columns(board: pd.DataFrame) -> list[tuple[str, str]]:
             continue
         values = {str(v) for v in runs[column] if v is not None and v == v}
         if len(values) > 1 or (column.startswith("option.") and values) or (column == "setting_desc" and values):
-            title = {"setting_desc": "setting", "d_steps": "D steps"}.get(column, column.replace("option.", ""))
+            title = {"setting_desc": "setting", "d_steps": "D steps"}.get(column, _option_title(column))
             shown.append((column, title))
     return shown
+
+
+def _option_title(column: str) -> str:
+    """option.variant.r1.gamma -> r1.gamma, option.arch.dcgan.width -> dcgan.width: the plugin and its option."""
+    parts = column.split(".", 2)
+    return parts[2] if len(parts) == 3 and parts[1] in OPTION_KINDS else column.replace("option.", "", 1)
 
 
 def _recipe_cell(value: Any) -> str:
@@ -363,12 +433,152 @@ def protocol_lines(board: pd.DataFrame) -> list[str]:
     lines.append("Protocol: " + "; ".join(f"{k}={v}" for k, v in protocol.items() if k not in PER_RUN))
     spread = ("standard error over seeds (sd / sqrt(seeds))" if board.attrs.get("spread") == "se"
               else "sd over seeds")
-    lines.append(f"Rows: mean ± {spread}; FID 95% CI from Student's t; real data = real training images "
+    lines.append(f"Rows: mean ± {spread}; real data = real training images "
                  "scored against the reference split by the same pipeline; curve FIDs use the in-training "
-                 "evaluation sample count.")
+                 "evaluation sample count; img/s: generated images per second of training (D img/s: the real "
+                 "images the discriminator sees, d_steps per generator step).")
+    lines.append(INTERVAL_NOTE)
     if board.attrs.get("selection_rule"):
         lines.append("Sweep: " + board.attrs["selection_rule"] + ".")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the terminal: a compact table that fits the window and points to the full ones
+
+# The compact table shows the metrics the full tables show (shown_metrics), less the curve's, with shorter
+# headers and formats where these help it fit.
+SUMMARY_HEADERS = {"precision": "prec", "classes >=5%": "classes"}
+SUMMARY_FORMATS = {"fid": ".1f", "kid": ".3g", "precision": ".2f", "recall": ".2f"}
+SUMMARY_WITH_SD = ("fid",)  # shown as mean ± sd; the others as means (every sd is in the full tables)
+# Recipe headers as the compact table abbreviates them (option columns are already short: plugin.option).
+SHORT_TITLES = {"setting": "set", "D steps": "D st", "optimizer": "opt", "beta1": "b1", "beta2": "b2"}
+SUMMARY_PROTOCOL = ("extractor", "n_fake", "n_real", "reference_split", "image_size")
+# Text cut short before any column is left out (status, variant), and as far as the last resort goes (status).
+CUT_FIRST = {"status": 16, "variant": 20}
+STATUS_MIN = 8
+
+
+def render_terminal(board: pd.DataFrame, folder: Optional[Path | str] = None, width: Optional[int] = None) -> str:
+    """What `ganzoo bench` and `ganzoo leaderboard` print: scores first, the recipe only where rows differ,
+    fitted to the terminal's width (`width`, default the terminal's), then the protocol in brief and where the
+    full tables are."""
+    width = width or shutil.get_terminal_size().columns
+    table, numeric = summary_table(board)
+    text, left_out = _fit(table, numeric, width)
+    notes = [_direction_note(board)]
+    if left_out:
+        notes.append(f"Left out to fit {width} columns: {', '.join(left_out)}.")
+    protocol = board.attrs.get("protocol", {})
+    if protocol.get("scores_are"):
+        notes.append(str(protocol["scores_are"]))
+    notes.append("Protocol: " + "; ".join(f"{k}={_text(protocol[k])}" for k in SUMMARY_PROTOCOL if k in protocol)
+                 + "; every field in protocol.json and under the full tables.")
+    notes.append(_full_tables_note(folder))
+    return text + "\n\n" + "\n".join(textwrap.fill(line, width) for line in notes if line) + "\n"
+
+
+def summary_table(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The compact table as strings (variant, [arch, dataset], metrics, differing recipe fields, status) and
+    the names of its numeric columns."""
+    out = pd.DataFrame({"variant": board["variant"]})
+    for axis in varying_axes(board):
+        out[axis] = board[axis]
+    numeric = []
+    for column, header, spec, better in summary_metrics(board):
+        if board[column].isna().all():
+            continue
+        out[header] = [_summary_cell(row, column, spec) for _, row in board.iterrows()]
+        out.attrs.setdefault("arrows", {})[header] = "↓" if better < 0 else "↑"
+        numeric.append(header)
+    runs = board[board["kind"] == "run"]
+    for column, title in _differing_recipe_columns(board):
+        if len({str(v) for v in runs[column] if v is not None and v == v}) > 1:
+            out[SHORT_TITLES.get(title, title)] = [_recipe_cell(v) for v in board[column]]
+    errors = board["error"] if "error" in board else pd.Series("", index=board.index)
+    out["status"] = [f"{status}: {' '.join(error.split())}" if isinstance(error, str) and error else status
+                     for status, error in zip(board["status"], errors)]
+    return out, numeric
+
+
+def summary_metrics(board: pd.DataFrame) -> list[tuple[str, str, str, int]]:
+    """(board column, header, format, better: -1 lower, +1 higher) of the compact table's metrics."""
+    return [(name, SUMMARY_HEADERS.get(header, header), SUMMARY_FORMATS.get(name, spec), direction)
+            for name, header, direction, spec in shown_metrics(board) if name not in ("best_fid", "last_fid")]
+
+
+def varying_axes(board: pd.DataFrame) -> list[str]:
+    """setup, arch and dataset when the grid has more than one of them (the real-data row's "-" aside); a single
+    one is said once, not on every row."""
+    trained = board[board["kind"] != "real"]
+    return [axis for axis in ("setup", "arch", "dataset") if axis in board and trained[axis].nunique() > 1]
+
+
+def _summary_cell(row: pd.Series, column: str, spec: str) -> str:
+    text = _fmt(row[column], spec)
+    sd = row.get(f"{column}_sd", math.nan)
+    if column in SUMMARY_WITH_SD and isinstance(sd, float) and not math.isnan(sd):
+        text += f" ± {_fmt(sd, spec)}"
+    return text
+
+
+def _fit(table: pd.DataFrame, numeric: list[str], width: int) -> tuple[str, list[str]]:
+    """The table rendered within `width` characters where it can be: first the status text is cut short, then
+    recipe columns and then the last metrics are left out (named, so a reader knows to look in the full
+    tables), and last the status is cut to STATUS_MIN characters."""
+    recipe = [c for c in table.columns if c not in numeric and c not in ("variant", "setup", "arch", "dataset", "status")]
+    droppable = recipe[::-1] + numeric[:0:-1]  # never the first metric (FID)
+    left_out = []
+    limits = {column: max(map(len, table[column]), default=0) for column in CUT_FIRST}
+    while True:
+        cut = table.assign(**{column: [_cut(v, limit) for v in table[column]] for column, limit in limits.items()})
+        text = _tabulate(cut, numeric, table.attrs.get("arrows", {}))
+        excess = max(map(len, text.splitlines())) - width
+        if excess <= 0:
+            return text, left_out
+        # the start of an error or a long name says enough here; report.html and the .md have all of it
+        longer = [column for column, least in CUT_FIRST.items() if limits[column] > least]
+        if longer:
+            limits[longer[0]] = max(CUT_FIRST[longer[0]], limits[longer[0]] - excess)
+        elif droppable:
+            left_out.append(droppable.pop(0))
+            table = table.drop(columns=left_out[-1])
+        elif limits["status"] > STATUS_MIN:
+            limits["status"] = max(STATUS_MIN, limits["status"] - excess)
+        else:
+            return text, left_out  # a very narrow terminal: the table wraps
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _tabulate(table: pd.DataFrame, numeric: list[str], arrows: dict[str, str]) -> str:
+    """Plain columns (tabulate's "simple"), numbers right-aligned, each metric's header with its better
+    direction."""
+    from tabulate import tabulate
+
+    align = ["right" if c in numeric else "left" for c in table.columns]
+    headers = [f"{c} {arrows[c]}" if c in arrows else c for c in table.columns]
+    return tabulate(table.values.tolist(), headers=headers, tablefmt="simple", disable_numparse=True,
+                    colalign=align)
+
+
+def _direction_note(board: pd.DataFrame) -> str:
+    with_sd = [header for column, header, _, _ in summary_metrics(board) if column in SUMMARY_WITH_SD] or ["none"]
+    return (f"Means over seeds ({', '.join(with_sd)} ± sd); ↓ lower is better, ↑ higher is better; real data on "
+            "top, the untrained generator at the bottom.")
+
+
+def _full_tables_note(folder: Optional[Path | str]) -> str:
+    """Where every column is: the report folder's files that exist, and the --format option."""
+    files = []
+    if folder is not None:
+        files = [str(Path(folder) / name) for name in ("leaderboard.md", "report.html")
+                 if (Path(folder) / name).is_file()]
+    where = (", ".join(files) + " (also leaderboard.csv .tex .html), or ") if files else ""
+    return (f"Every column (sd, 95% interval, recipe, speed) and the whole protocol: {where}--format FORMAT "
+            "(md, latex, csv or html).")
 
 
 def render(board: pd.DataFrame, fmt: str = "md") -> str:

@@ -75,7 +75,8 @@ def curves(folder: Path, runs: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
     names = set()
-    for label, group in runs.groupby("label", sort=True):
+    groups = list(runs.groupby("label", sort=True))
+    for (label, group), colour in zip(groups, distinct_colours(len(groups))):
         metric = _curve_metric(folder, group["run"])
         tables = [pd.read_csv(folder / r / "eval.csv") for r in group["run"] if (folder / r / "eval.csv").is_file()]
         tables = [t for t in tables if len(t) and metric in t]
@@ -84,7 +85,7 @@ def curves(folder: Path, runs: pd.DataFrame):
         names.add(metric)
         stacked = pd.concat(tables).groupby("step")[metric]
         mean, sd = stacked.mean(), stacked.std().fillna(0)
-        line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=f"{label} (n={len(tables)})")
+        line, = ax.plot(mean.index, mean.values, marker="o", ms=3, color=colour, label=f"{label} (n={len(tables)})")
         ax.fill_between(mean.index, (mean - sd).values, (mean + sd).values, color=line.get_color(), alpha=0.2)
         drawn = True
     if not drawn:
@@ -133,8 +134,7 @@ def losses(folder: Path, runs: pd.DataFrame):
         curves[label] = (mean, _equilibrium(folder / group["run"].iloc[0]), penalties)
     if not curves:
         return None
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    color = {label: palette[i % len(palette)] for i, label in enumerate(curves)}  # one colour per variant throughout
+    color = dict(zip(curves, distinct_colours(len(curves))))  # one colour per variant throughout
     probabilities = {k: v for k, v in curves.items() if v[1] is not None}
     critics = {k: v for k, v in curves.items() if v[1] is None}
     with_penalties = {k: v for k, v in curves.items() if v[2]}
@@ -176,6 +176,19 @@ def losses(folder: Path, runs: pd.DataFrame):
     return _save(fig, folder / "losses.png")
 
 
+def distinct_colours(n: int) -> list:
+    """n colours, none repeated: matplotlib's cycle while it has enough (ten by default), then tab20's twenty,
+    then evenly spaced colours of the turbo map. Past ten variants the default cycle would start over and draw
+    two variants in one colour."""
+    plt = _pyplot()
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", [])
+    if n <= len(cycle):
+        return list(cycle[:n])
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n)]
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.05, 0.95, n)]
+
+
 def _equilibrium(run: Path):
     """The equilibrium of the variant's D outputs, as its run recorded it (runs from before it was recorded: 0.5)."""
     import json
@@ -184,6 +197,15 @@ def _equilibrium(run: Path):
         return json.loads((run / "config.json").read_text())["resolved"]["variant"].get("equilibrium", 0.5)
     except (OSError, ValueError, KeyError, TypeError):
         return 0.5
+
+
+PANELS_PER_ROW = 4  # sample grids side by side: 4 x 3.2 in at 110 dpi is about a page's (or a screen's) width
+
+
+def panel_layout(n: int) -> tuple[int, int]:
+    """(rows, columns) for n panels: rows of PANELS_PER_ROW, so ten variants make a block, not a strip."""
+    columns = min(n, PANELS_PER_ROW)
+    return -(-n // columns), columns
 
 
 def samples(folder: Path, runs: pd.DataFrame):
@@ -208,11 +230,13 @@ def samples(folder: Path, runs: pd.DataFrame):
         grids.append((f"{row['label']}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))
     if not grids:
         return None
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
-    for ax, (title, image) in zip(axes[0], grids):
+    rows, columns = panel_layout(len(grids))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")  # the panels past the last variant stay blank
+    for ax, (title, image) in zip(axes.flat, grids):
         ax.imshow(np.clip(image, 0, 1), cmap="gray" if image.shape[2] == 1 else None)
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
     fig.suptitle("Samples from the same latent vectors", fontsize=11)
     return _save(fig, folder / "samples.png")
 
@@ -232,9 +256,10 @@ def sweep_plots(folder: Path, frame: pd.DataFrame) -> dict[str, Path]:
         return {}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, fids in groups:
+    for (label, fids), colour in zip(groups, distinct_colours(len(groups))):
         curve = np.array(expected_minimum(fids))
-        line, = ax.plot(curve[:, 0], curve[:, 1], marker="o", ms=3, label=f"{label} ({len(fids)} settings)")
+        line, = ax.plot(curve[:, 0], curve[:, 1], marker="o", ms=3, color=colour,
+                        label=f"{label} ({len(fids)} settings)")
         ax.fill_between(curve[:, 0], curve[:, 2], curve[:, 3], color=line.get_color(), alpha=0.15)
     from matplotlib.ticker import MaxNLocator
 

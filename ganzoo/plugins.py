@@ -38,7 +38,7 @@ class PluginInfo:
 
 _manager: Optional[pluggy.PluginManager] = None
 _infos: dict[str, PluginInfo] = {}
-_hook_failures: dict[str, str] = {}  # plugin name -> why one of its hooks was left out (see record_failure)
+_hook_failures: dict[tuple[str, str], str] = {}  # (plugin, hook) -> why that hook was left out (record_failure)
 
 
 def _blocked_names() -> set[str]:
@@ -84,13 +84,14 @@ def _drop_plugins_with_unknown_hooks(pm: pluggy.PluginManager) -> None:
             print(f"ganzoo: warning: plugin '{name}' ({old.origin}) was skipped: {reason}", file=sys.stderr)
 
 
-def record_failure(name: str, reason: str) -> None:
-    """A loaded plugin whose hook failed (raised, returned something malformed): warn once, and list it as
-    failed in `ganzoo plugins`; the registry leaves that hook's contributions out and the rest keeps working."""
-    if _hook_failures.get(name) == reason:
+def record_failure(name: str, reason: str, hook: str = "") -> None:
+    """A loaded plugin whose hook failed (raised, returned something malformed): warn once, and list that hook
+    as failed in `ganzoo plugins`; the registry leaves that hook's contributions out and the rest keeps working."""
+    if _hook_failures.get((name, hook)) == reason:
         return
-    _hook_failures[name] = reason
-    print(f"ganzoo: warning: plugin '{name}' ({plugin_info(name).origin}) was skipped: {reason}", file=sys.stderr)
+    _hook_failures[(name, hook)] = reason
+    print(f"ganzoo: warning: plugin '{name}' ({plugin_info(name).origin}): its hook {reason}; what that hook adds "
+          "was left out", file=sys.stderr)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -113,12 +114,23 @@ def plugin_info(name: str) -> PluginInfo:
 def failed_plugins() -> list[PluginInfo]:
     """Plugins that failed to load, and loaded ones whose hook failed (while they are still registered)."""
     pm = get_plugin_manager()
-    failed = [info for info in _infos.values() if info.error]
-    for name, reason in _hook_failures.items():
+    failed = unloaded_plugins()
+    for (name, _), reason in _hook_failures.items():
         if pm.get_plugin(name) is not None:
             info = plugin_info(name)
             failed.append(PluginInfo(info.name, info.module, info.distribution, info.version, error=reason))
     return failed
+
+
+def unloaded_plugins() -> list[PluginInfo]:
+    """Plugins that did not load at all (import failed, an unknown hook): nothing of theirs is registered."""
+    return [info for info in _infos.values() if info.error]
+
+
+def failed_hooks() -> dict[tuple[str, str], str]:
+    """(plugin, hook) -> why that hook's contributions were left out, for plugins still registered."""
+    pm = get_plugin_manager()
+    return {key: reason for key, reason in _hook_failures.items() if pm.get_plugin(key[0]) is not None}
 
 
 def loaded_plugins() -> list[tuple[PluginInfo, list[str]]]:

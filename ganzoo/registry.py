@@ -1,11 +1,15 @@
 """Look things up by name across every plugin, with errors that say what exists and where it came from."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, Mapping, Optional, TypeVar
+from typing import Any, Generic, Iterator, Mapping, Optional, TypeVar
 
 from .config import normalize_options
 from .errors import GanzooError
@@ -54,7 +58,7 @@ def entries(kind: str) -> dict[str, Entry[Any]]:
         info = plugin_info(impl.plugin_name)
         specs, problem = _call_hook(impl, hook_name, spec_class)
         if problem:
-            record_failure(impl.plugin_name, f"{hook_name} {problem}")
+            record_failure(impl.plugin_name, f"{hook_name} {problem}", hook=hook_name)
             continue
         for spec in specs:
             if spec.name in found:
@@ -260,7 +264,9 @@ def configure(kind: str, spec: Any, options: Optional[Mapping[str, Any]] = None)
     if spec.configure is None:
         option_values(kind, spec, options)  # refuses options given to a plugin that takes none
         return spec
-    configured = spec.configure(_typed_values(kind, spec, options))
+    values = _typed_values(kind, spec, options)
+    with plugin_code(kind, spec.name, "configure"):
+        configured = spec.configure(values)
     spec_class = KINDS[kind][1]
     if not isinstance(configured, spec_class) or configured.name != spec.name:
         raise GanzooError(f"{kind} '{spec.name}': configure must return a {spec_class.__name__} named "
@@ -277,6 +283,12 @@ def option_values(kind: str, spec: Any, options: Optional[Mapping[str, Any]]) ->
     declared = getattr(spec, "options", None) or {}
     return {k: v for k, v in _typed_values(kind, spec, options).items()
             if not (k in declared and declared[k].late and v == declared[k].default)}
+
+
+def declared_values(kind: str, name: str, options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Every option a plugin's `configure` receives, defaults included (late ones too): what a leaderboard
+    shows of how a row was trained."""
+    return _typed_values(kind, get(kind, name).spec, options)
 
 
 def _typed_values(kind: str, spec: Any, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -325,3 +337,49 @@ def _parse_value(raw: Any, kind: type, where: str) -> Any:
     if kind is float and value != value or value in (float("inf"), float("-inf")):
         raise GanzooError(f"{where} must be a finite number, got {raw!r}")
     return value
+
+
+@contextlib.contextmanager
+def plugin_code(kind: str, name: str, function: str) -> Iterator[None]:
+    """Run a plugin's own code (its configure, its networks' constructors, its loader): an exception other than
+    GanzooError is a bug in that plugin, reported as one line naming the plugin, the function and where it was
+    raised, as the README promises. GANZOO_DEBUG=1 keeps the original traceback."""
+    try:
+        yield
+    except GanzooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - third-party code
+        if os.environ.get("GANZOO_DEBUG"):
+            raise
+        raise plugin_bug(kind, name, function, exc) from exc
+
+
+def plugin_bug(kind: str, name: str, function: str, exc: BaseException) -> GanzooError:
+    """'a bug in plugin 'p' (dist 1.0): variant 'x' configure raised KeyError: 'lamdba' (at p.py:31)'."""
+    entry = entries(kind).get(name)
+    plugin = entry.plugin if entry else "?"
+    origin = f" ({entry.origin})" if entry else ""
+    what = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return GanzooError(f"a bug in plugin '{plugin}'{origin}: {kind} '{name}' {function} raised {what} "
+                       f"(at {_where(exc, plugin)})")
+
+
+def _where(exc: BaseException, plugin: str) -> str:
+    """file:line of the innermost frame in the plugin's own source file (else the innermost frame): where the
+    plugin author has to look, not where the library it called gave up."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = _source_file(plugin)
+    inside = [f for f in frames if own and Path(f.filename).resolve() == own] or frames
+    if not inside:
+        return "?"
+    return f"{Path(inside[-1].filename).name}:{inside[-1].lineno}"
+
+
+def _source_file(plugin: str) -> Optional[Path]:
+    obj = get_plugin_manager().get_plugin(plugin)
+    if obj is None:
+        return None
+    try:
+        return Path(inspect.getfile(obj if isinstance(obj, ModuleType) else type(obj))).resolve()
+    except (TypeError, OSError):
+        return None

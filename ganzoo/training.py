@@ -110,9 +110,11 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- models and optimisers; the seed fixes their initial weights ----
     torch.manual_seed(config.seed)
-    G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
+    with registry.plugin_code("architecture", config.arch, "build_generator"):
+        G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
     # Packing (PacGAN) changes only D's input: packs of m samples, m times the channels (or features).
-    D = arch_spec.build_discriminator(dataset.shape.packed(config.pack)).to(device)
+    with registry.plugin_code("architecture", config.arch, "build_discriminator"):
+        D = arch_spec.build_discriminator(dataset.shape.packed(config.pack)).to(device)
     _check_batches(config, G, D)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
@@ -381,7 +383,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     final = _final_stats(out / LOG_FILE)
     trained_steps = config.steps - start_step
     _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
-                  wall_time_s=wall, images_per_s=config.steps * config.batch_size * config.pack * config.d_steps / max(wall, 1e-9),
+                  wall_time_s=wall, **_throughput(config, wall),
                   steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}))
     return open_run(out)
 
@@ -403,6 +405,13 @@ def _resume_state(path: Path, existing: Run) -> dict:
         if int(state["step"]) <= existing.step:
             raise
         return state
+
+
+def _throughput(config: TrainConfig, wall: float) -> dict[str, float]:
+    """Images per second: generated ones (one batch per generator step: what a reader compares across variants)
+    and the real ones D sees (d_steps batches per step; WGAN's 5 critic steps make it 5 times larger)."""
+    generated = config.steps * config.batch_size * config.pack / max(wall, 1e-9)  # packing: pack x batch a step
+    return {"g_images_per_s": generated, "d_images_per_s": generated * config.d_steps}
 
 
 def _cpu_threads(n: int):

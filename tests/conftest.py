@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run on CPU only and keep ganzoo's caches and data folders inside pytest's tmp dirs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -76,6 +77,26 @@ def tiny_run(tmp_path_factory):
     import ganzoo
 
     return ganzoo.train(steps=20, checkpoint_every=10, out=tmp_path_factory.mktemp("tiny") / "run", progress=False)
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(step: int):
+    """Training stops (KeyboardInterrupt) right after writing the checkpoint of `step`, as a kill there would."""
+    from ganzoo import checkpoint
+
+    real_save = checkpoint.save
+
+    def save_then_crash(path, payload):
+        sha = real_save(path, payload)
+        if payload["step"] == step:
+            raise KeyboardInterrupt
+        return sha
+
+    checkpoint.save = save_then_crash
+    try:
+        yield
+    finally:
+        checkpoint.save = real_save
 
 
 def write_bench_config(path: Path, *, variants: list[str], seeds: list[int], steps: int, eval_every: int,

@@ -104,7 +104,7 @@ def test_failing_and_diverging_variants_do_not_stop_the_grid(tmp_path, register_
     assert "ValueError: this plugin has a bug" in board.loc["buggy", "error"]
     assert board.loc["nan", "status"] == "1 diverged" and "diverged at step 1" in board.loc["nan", "error"]
     assert board.loc["vanilla", "status"] == "1 ok" and board.loc["vanilla", "fid"] > 0
-    assert "| buggy" in out and "1 failed" in out
+    assert any(line.startswith("buggy ") and "1 failed" in line for line in out.splitlines())  # the compact table
 
 
 def test_default_spec_is_the_cpu_preset():
@@ -149,3 +149,47 @@ def test_a_benchmark_stopped_before_its_first_record_leaves_no_folder(tmp_path, 
     code, _, _ = cli("bench", "--datasets", "mnist", "--data-root", tmp_path / "nowhere", "--variants", "vanilla",
                      "--seeds", "0", "--steps", "5", "--out", existing, "--quiet")
     assert code == 2 and existing.is_dir()  # a folder the user made is never removed
+
+
+def test_rows_carry_every_option_keyed_by_plugin(tmp_path):
+    """Architecture options at their defaults are shown like variant options, each under its plugin's name."""
+    from ganzoo.bench import _cell_row
+
+    spec = BenchSpec(variants=("wgan-gp", "dragan"), archs=("dcgan",), seeds=(0,))
+    gp = _cell_row(spec.train_config("wgan-gp", "dcgan", "mnist5k", 0))
+    dragan = _cell_row(spec.train_config("dragan", "dcgan", "mnist5k", 0))
+    assert gp["option.variant.wgan-gp.lambda"] == 10.0 and "option.variant.dragan.lambda" not in gp
+    assert dragan["option.variant.dragan.lambda"] == 10.0 and dragan["option.variant.dragan.scale"] == 0.5
+    assert gp["option.arch.dcgan.width"] == 64 and gp["option.arch.dcgan.spectral_norm"] is False
+    assert not any(k.startswith("option.") and k.count(".") < 3 for k in gp)  # no bare option.lambda
+
+
+def test_bench_takes_architecture_options_from_the_command_line(tmp_path, cli, monkeypatch):
+    import sys
+
+    seen = {}
+
+    def fake_bench(spec, **kwargs):
+        seen["spec"] = spec
+        raise ganzoo.GanzooError("stopped before training")
+
+    monkeypatch.setattr(sys.modules["ganzoo.bench"], "bench", fake_bench)  # ganzoo.bench is the function
+    code, _, err = cli("bench", "--archs", "mlp,dcgan", "--arch-option", "dcgan.width=32",
+                       "--arch-option", "dcgan.spectral_norm=true", "--out", tmp_path / "b", "--quiet")
+    assert code == 2 and "stopped before training" in err
+    spec = seen["spec"]
+    assert spec.arch_options == {"dcgan": {"width": "32", "spectral_norm": "true"}}
+    assert spec.train_config("vanilla", "dcgan", "mnist5k", 0).arch_options == {"width": 32, "spectral_norm": True}
+    assert spec.train_config("vanilla", "mlp", "mnist5k", 0).arch_options == {}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch-option", "width=32"], "--arch-option expects ARCH.KEY=VALUE, got 'width=32'"),
+    (["--arch-option", "dcgan.width=32"], "arch_options for dcgan, which is not one of the benchmark's "
+                                          "architectures (mlp)"),
+    (["--archs", "dcgan", "--arch-option", "dcgan.widht=32"], "architecture 'dcgan' has no option widht"),
+])
+def test_bad_architecture_options_on_bench_are_one_line(tmp_path, cli, argv, message):
+    code, _, err = cli("bench", *argv, "--variants", "vanilla", "--seeds", "0", "--out", tmp_path / "b", "--quiet")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()

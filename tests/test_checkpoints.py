@@ -94,3 +94,32 @@ def test_sample_bad_paths(tmp_path, cli):
     (tmp_path / "empty").mkdir()
     code, _, err = cli("sample", "--run", tmp_path / "empty", "--n", "4", "--out", tmp_path / "s.npz")
     assert code == 2 and "not a ganzoo run folder" in err
+
+
+def test_resuming_into_a_changed_network_names_the_keys(tmp_path, cli, monkeypatch):
+    """A D that gained a buffer since the checkpoint: the error names the key, not torch's first line alone."""
+    from conftest import killed_after_checkpoint
+    from ganzoo_plugins import mlp
+
+    with killed_after_checkpoint(2), pytest.raises(KeyboardInterrupt):
+        ganzoo.train(steps=4, checkpoint_every=2, batch_size=32, out=tmp_path / "run", progress=False)
+
+    class GainedABuffer(mlp.MLPDiscriminator):
+        def __init__(self, shape):
+            super().__init__(shape)
+            self.register_buffer("calls", torch.zeros(()))
+
+    monkeypatch.setattr(mlp, "MLPDiscriminator", GainedABuffer)
+    code, _, err = cli("train", "--steps", "4", "--checkpoint-every", "2", "--batch-size", "32",
+                       "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "the discriminator weights do not fit the architecture (GainedABuffer: missing keys calls)" in err
+
+
+def test_state_mismatch_names_missing_unexpected_and_reshaped_keys():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    state = {"0.weight": torch.zeros(5, 3), "0.bias": torch.zeros(4), "2.weight": torch.zeros(1, 4)}
+    assert checkpoint.state_mismatch(net, state) == (
+        "missing keys 1.weight, 1.bias; unexpected keys 2.weight; "
+        "other shapes 0.weight (5, 3) in the checkpoint, (4, 3) here")
+    assert checkpoint.state_mismatch(net, net.state_dict()) == ""

@@ -52,7 +52,7 @@ def test_aggregates_over_seeds_and_ranks_by_fid(small):
     vanilla = board.set_index("variant").loc["vanilla"]
     assert vanilla["fid"] == pytest.approx(21.0)
     assert vanilla["fid_sd"] == pytest.approx(np.std([20.0, 22.0], ddof=1))
-    assert vanilla["fid_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([20.0, 22.0], ddof=1) / math.sqrt(2))
+    assert math.isnan(vanilla["fid_ci95_low"]) and math.isnan(vanilla["fid_ci95_high"])  # two seeds: no interval
     assert vanilla["seeds"] == 2 and vanilla["completed"] == 2
     broken = board.set_index("variant").loc["broken"]
     assert broken["failed"] == 1 and broken["status"] == "1 failed" and broken["error"] == "boom"
@@ -67,7 +67,7 @@ def test_markdown_rendering(small):
     assert "| real data" in lines[2]
     assert "21.00 ± 1.41" in text  # vanilla FID mean ± sd
     assert "0.011 ± 0.001414" in text  # KID, 4 significant digits
-    assert "[8.29, 33.71]" in text  # 21 ± t(0.975, 1) * 1.414 / sqrt(2)
+    assert "[8.29, 33.71]" not in text and "shown from 3 seeds on" in text  # two seeds: no interval, and why
     assert "classifier IS/FID/KID (not Inception)" in text
     assert "Protocol: " in text and "n_fake=5000" in text and "reference_split=test" in text
 
@@ -154,3 +154,131 @@ def test_damaged_or_foreign_results_are_refused_and_left_alone(tmp_path, cli):
     assert code == 2 and "not a ganzoo results store" in err
     code, _, err = cli("leaderboard", tmp_path / "missing")
     assert code == 2 and "no ganzoo results at" in err
+
+
+# ---- the FID interval stays inside FID's range ----
+
+
+def test_fid_interval_is_positive_and_needs_three_seeds(tmp_path):
+    """Two seeds 637.7 and 785.7 gave Student's t interval [-228.57, 1652.00]: an impossible negative FID."""
+    spread = [10.0, 100.0, 1000.0]  # a plain t interval over these goes below zero too
+    folder = make_store(tmp_path / "ci", [
+        record("run", "vanilla", 0, 637.7), record("run", "vanilla", 1, 785.7),
+        *[record("run", "lsgan", seed, fid) for seed, fid in enumerate(spread)],
+    ])
+    board = leaderboard(folder).set_index("variant")
+    assert math.isnan(board.loc["vanilla", "fid_ci95_low"])  # no interval from two seeds
+    logs = np.log(spread)
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    low, high = board.loc["lsgan", ["fid_ci95_low", "fid_ci95_high"]]
+    assert (low, high) == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
+    assert 0 < low < 100 < high
+    text = render(leaderboard(folder), "md")
+    assert f"[{low:.2f}, {high:.2f}]" in text and "-228.57" not in text
+    assert "interval of the mean of log FID" in text  # the choice, documented under the table
+
+
+# ---- img/s: generated images per second, D's own column ----
+
+
+def test_img_per_s_counts_generated_images_and_d_has_its_own_column(tmp_path):
+    folder = make_store(tmp_path / "speed", [
+        record("run", "vanilla", 0, 20.0, g_images_per_s=7000.0, d_images_per_s=7000.0, d_steps=1),
+        record("run", "wgan", 0, 25.0, g_images_per_s=2400.0, d_images_per_s=12000.0, d_steps=5),
+        # stored before both were recorded: images_per_s counted D's images
+        record("run", "wgan-old", 0, 26.0, images_per_s=12000.0, d_steps=5),
+    ])
+    board = leaderboard(folder).set_index("variant")
+    assert board.loc["wgan", "g_images_per_s"] == 2400 and board.loc["wgan", "d_images_per_s"] == 12000
+    assert board.loc["wgan-old", "g_images_per_s"] == 2400 and board.loc["wgan-old", "d_images_per_s"] == 12000
+    from ganzoo.leaderboard import display_table
+
+    shown = display_table(leaderboard(folder)).set_index("variant")
+    assert shown.loc["wgan", "img/s"] == "2400" and shown.loc["wgan", "D img/s"] == "12000"
+    assert shown.loc["vanilla", "img/s"] == "7000" > shown.loc["wgan", "img/s"]
+
+
+def test_training_records_generated_and_discriminator_throughput(tmp_path):
+    import ganzoo
+
+    run = ganzoo.train(variant="wgan", steps=3, batch_size=32, out=tmp_path / "w", progress=False)
+    stats_ = run.stats
+    assert stats_["d_images_per_s"] == pytest.approx(5 * stats_["g_images_per_s"])  # 5 critic steps
+    assert "images_per_s" not in stats_
+
+
+# ---- option columns: one per plugin and option ----
+
+
+def test_options_of_two_plugins_never_share_a_column(tmp_path):
+    folder = make_store(tmp_path / "options", [
+        record("run", "lecam", 0, 20.0, **{"option.variant.lecam.lambda": 0.3}),
+        record("run", "cr", 0, 21.0, **{"option.variant.cr.lambda": 10.0, "option.arch.dcgan.width": 64}),
+    ])
+    board = leaderboard(folder).set_index("variant")
+    assert board.loc["lecam", "option.variant.lecam.lambda"] == 0.3
+    assert board.loc["cr", "option.variant.cr.lambda"] == 10.0
+    header = render(leaderboard(folder), "md").splitlines()[0]
+    assert "| lecam.lambda " in header and "| cr.lambda " in header and "| dcgan.width " in header
+    assert "| lambda " not in header
+
+
+def test_results_stored_with_bare_option_names_are_read_per_variant(tmp_path):
+    """Stores written before option columns were keyed by plugin hold option.<name>; each row's variant owns it."""
+    folder = make_store(tmp_path / "old", [
+        record("run", "lecam", 0, 20.0, **{"option.lambda": 0.3}),
+        record("run", "cr", 0, 21.0, **{"option.lambda": 10}),
+    ])
+    board = leaderboard(folder).set_index("variant")
+    assert board.loc["lecam", "option.variant.lecam.lambda"] == 0.3
+    assert board.loc["cr", "option.variant.cr.lambda"] == 10
+    assert "option.lambda" not in board
+
+
+# ---- the terminal: a compact table that fits ----
+
+
+@pytest.fixture
+def wide(tmp_path):
+    """A leaderboard with everything that made the old terminal table 400 characters wide."""
+    recipes = dict(d_steps=5, optimizer="rmsprop", lr=5e-5, beta1=None, beta2=None)
+    return make_store(tmp_path / "wide", [
+        record("run", "vanilla", 0, 20.0, precision=0.8, recall=0.5, d_steps=1, optimizer="adam", lr=2e-4,
+               beta1=0.5, beta2=0.999, **{"option.arch.mlp.width": 512}),
+        record("run", "vanilla", 1, 22.0, precision=0.7, recall=0.6, d_steps=1, optimizer="adam", lr=2e-4,
+               beta1=0.5, beta2=0.999, **{"option.arch.mlp.width": 512}),
+        record("run", "wgan", 0, 30.0, precision=0.6, recall=0.4, **recipes, **{"option.variant.wgan.clip": 0.01,
+                                                                                "option.arch.mlp.width": 256}),
+        record("run", "feature-matching-with-a-long-name", 0, math.nan, status="failed", d_steps=1,
+               error="RuntimeError: " + "a very long error message from deep inside a plugin " * 6),
+        record("untrained", "untrained generator", 0, 400.0, precision=0.0, recall=0.0),
+        record("real", "real data", 0, 0.5, precision=0.9, recall=0.9),
+    ])
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_compact_table_fits_the_terminal_and_puts_scores_first(wide, width):
+    from ganzoo.leaderboard import render_terminal
+
+    text = render_terminal(leaderboard(wide), wide, width=width)
+    assert max(map(len, text.splitlines())) <= width, text
+    header = text.splitlines()[0].split()
+    assert header[:3] == ["variant", "FID", "↓"]  # metrics first, FID ± sd the first of them
+    table = text.split("\n\n")[0]
+    assert "21.0 ± 1.4" in table and "real data" in table and "untrained generator" in table
+    assert "1 failed: Run" in table  # the start of a failure's reason
+    assert "option" not in table and "protocol" not in table.lower()
+    assert "--format" in text and "extractor=classifier" in text
+    if width == 200:  # room for every metric and the recipe fields that differ, abbreviated
+        assert all(h in header for h in ("IS", "KID", "prec", "recall", "classes", "opt", "st", "mlp.width"))
+        assert "lr" in header and "beta1" not in header and "b1" not in header  # beta1: one value (rmsprop has none)
+
+
+def test_leaderboard_command_prints_the_compact_table_and_format_keeps_the_full_one(wide, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "90")
+    code, out, _ = cli("leaderboard", wide)
+    assert code == 0 and max(map(len, out.splitlines())) <= 90
+    assert out.startswith("variant") and "Every column" in out
+    code, full, _ = cli("leaderboard", wide, "--format", "md")
+    assert code == 0 and full.startswith("| variant") and "| FID 95% CI " in full and "Protocol: " in full
+    assert max(map(len, full.splitlines())) > 200  # every column, as before

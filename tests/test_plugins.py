@@ -2,6 +2,7 @@
 import textwrap
 
 import pytest
+import torch
 
 from conftest import run_ganzoo
 from ganzoo import registry
@@ -120,7 +121,7 @@ def test_broken_plugin_is_reported_and_the_rest_still_work(tmp_path):
     assert "Traceback" not in listing.stderr
     plugins = run_ganzoo("plugins", env=env)
     assert plugins.returncode == 1
-    failed = plugins.stdout.split("failed plugins:")[1]
+    failed = plugins.stdout.split("plugins that failed to load:")[1]
     assert "ganzoo_broken" in failed and "needs a library that is not installed" in failed
     assert "ganzoo_typo" in failed and "ganzoo_variant" in failed
 
@@ -148,7 +149,7 @@ def test_malformed_spec_is_reported_by_name_and_the_rest_still_work(register_plu
     assert code == 0, err
     assert "plugin 'malformed'" in err and "malformed spec (dict, expected VariantSpec)" in err
     code, out, _ = cli("plugins")
-    assert code == 1 and "malformed" in out.split("failed plugins:")[1]
+    assert code == 1 and "malformed" in out.split("hooks left out")[1]
 
 
 def test_spec_with_bad_name_is_malformed(register_plugin, capsys):
@@ -174,13 +175,13 @@ def test_plugin_whose_hook_raises_is_reported_by_name_and_the_rest_still_work(tm
     env = {"PYTHONPATH": str(site)}
     listing = run_ganzoo("list", env=env)
     assert listing.returncode == 0 and "vanilla" in listing.stdout and "wgan-gp" in listing.stdout
-    assert "plugin 'ganzoo_raises' (ganzoo-raises 0.3) was skipped: ganzoo_variants raised RuntimeError: " \
-           "hook exploded" in listing.stderr
+    assert "plugin 'ganzoo_raises' (ganzoo-raises 0.3): its hook ganzoo_variants raised RuntimeError: " \
+           "hook exploded; what that hook adds was left out" in listing.stderr
     assert "Traceback" not in listing.stderr
     trained = run_ganzoo("train", "--variant", "hinge", "--steps", "2", "--out", tmp_path / "r", "--quiet", env=env)
     assert trained.returncode == 0, trained.stderr
     plugins = run_ganzoo("plugins", env=env)
-    assert plugins.returncode == 1 and "hook exploded" in plugins.stdout.split("failed plugins:")[1]
+    assert plugins.returncode == 1 and "hook exploded" in plugins.stdout.split("hooks left out")[1]
 
 
 def test_unknown_names_list_what_is_available(cli):
@@ -193,3 +194,147 @@ def test_unknown_names_list_what_is_available(cli):
                          "pacgan-mlp (ganzoo), resnet (ganzoo), unrolled-dcgan (ganzoo)" in err
     code, _, err = cli("train", "--dataset", "imagenet", "--steps", "1")
     assert code == 2 and "unknown dataset 'imagenet'; available:" in err and "mnist5k (ganzoo)" in err
+
+
+# ---- what a plugin author meets: errors that name the plugin and the place ----
+
+
+class OptionTypo:
+    """A variant whose configure misspells its own option: a bug in the plugin, not bad input."""
+
+    @hookimpl
+    def ganzoo_variants(self):
+        from ganzoo.specs import Option
+        from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+        def make(weight=10.0):
+            return VariantSpec(name="typo", description=f"weight {weight}", discriminator_loss=bce_discriminator_loss,
+                               generator_loss=non_saturating_generator_loss,
+                               options={"lambda": Option(10.0, "a weight")},
+                               configure=lambda options: make(options["lamdba"]))
+
+        return [make()]
+
+
+def test_a_bug_in_a_plugins_configure_names_the_plugin_and_the_line(register_plugin, cli, tmp_path):
+    import inspect
+
+    register_plugin(OptionTypo(), "typo-plugin")
+    code, out, err = cli("train", "--variant", "typo", "--steps", "1", "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    line = next(n for n, text in enumerate(inspect.getsourcelines(OptionTypo)[0]) if "lamdba" in text)
+    line += inspect.getsourcelines(OptionTypo)[1]
+    assert "a bug in plugin 'typo-plugin'" in err and "variant 'typo' configure raised KeyError: 'lamdba'" in err
+    assert f"(at test_plugins.py:{line})" in err and "internal error" not in err
+    assert not (tmp_path / "r").exists()  # found before anything was written
+
+
+def test_a_bug_in_an_architectures_network_names_the_plugin(register_plugin, cli, tmp_path):
+    from ganzoo.specs import ArchitectureSpec
+    from ganzoo_plugins.mlp import MLPGenerator
+
+    def broken_discriminator(shape):
+        return torch.nn.Linear(shape.numel, "wide")  # a TypeError inside torch, called from here
+
+    class Broken:
+        @hookimpl
+        def ganzoo_architectures(self):
+            return [ArchitectureSpec(name="broken-d", description="x", build_generator=MLPGenerator,
+                                     build_discriminator=broken_discriminator)]
+
+    register_plugin(Broken(), "broken-arch")
+    code, _, err = cli("train", "--arch", "broken-d", "--steps", "1", "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "a bug in plugin 'broken-arch'" in err and "architecture 'broken-d' build_discriminator raised" in err
+    assert "(at test_plugins.py:" in err  # the plugin's line, not torch's
+
+
+class HalfBroken:
+    """Two hooks: its variants are malformed (a penalty asks for an unknown step argument), its architecture fine."""
+
+    @hookimpl
+    def ganzoo_variants(self):
+        from ganzoo.specs import Penalty
+        from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+        return [VariantSpec(name="asks-too-much", description="x", discriminator_loss=bce_discriminator_loss,
+                            generator_loss=non_saturating_generator_loss,
+                            penalties=(Penalty("p", lambda discriminate, labels: discriminate.sum()),))]
+
+    @hookimpl
+    def ganzoo_architectures(self):
+        from ganzoo.specs import ArchitectureSpec
+        from ganzoo_plugins.mlp import MLPDiscriminator, MLPGenerator
+
+        return [ArchitectureSpec(name="half-mlp", description="x", build_generator=MLPGenerator,
+                                 build_discriminator=MLPDiscriminator)]
+
+
+def test_plugins_says_which_contributions_of_a_plugin_loaded(register_plugin, cli):
+    register_plugin(HalfBroken(), "half-broken")
+    code, out, _ = cli("plugins")
+    assert code == 1
+    loaded, left_out = out.split("hooks left out")
+    line = next(text for text in loaded.splitlines() if text.strip().startswith("half-broken "))
+    assert "ganzoo_architectures: half-mlp" in line and "ganzoo_variants: FAILED" in line
+    assert "asks-too-much" not in loaded and "plugins that failed to load" not in out  # it did load
+    assert "half-broken  ganzoo_variants returned a malformed spec: 'asks-too-much' penalty p asks for labels" \
+        in left_out
+    assert "half-mlp" in registry.entries("architecture") and "asks-too-much" not in registry.entries("variant")
+
+
+# ---- ganzoo list, the README, and reusing a built-in network ----
+
+
+def test_list_prints_a_datasets_source_as_its_source(cli):
+    code, out, _ = cli("list")
+    datasets = out.split("datasets:")[1].split("extractors:")[0]
+    assert "source: LeCun et al. 1998, MNIST" in datasets and "paper:" not in datasets
+    assert "paper: Goodfellow et al. 2014" in out  # methods keep their paper
+    code, out, _ = cli("list", "--json")
+    import json
+
+    listed = {d["name"]: d for d in json.loads(out)["dataset"]}
+    assert listed["mnist5k"]["source"].startswith("LeCun et al. 1998") and "paper" not in listed["mnist5k"]
+
+
+def test_the_readme_describes_the_mlp_generator_as_built():
+    from pathlib import Path
+
+    from ganzoo.specs import ImageShape
+    from ganzoo_plugins.mlp import MLPGenerator
+
+    norms = [m for m in MLPGenerator(100, ImageShape(1, 28)).modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert [m.num_features for m in norms] == [512, 1024]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = next(text for text in readme.splitlines() if text.startswith("- `mlp`: "))
+    assert "BatchNorm on the 512- and 1024-unit layers" in line
+    assert "BatchNorm" in registry.entries("architecture")["mlp"].spec.description
+
+
+def readme_block(marker: str) -> str:
+    """The fenced Python block of the README that follows the line holding `marker`."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = readme[readme.index(marker):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_new_discriminator_with_the_built_in_generator_as_the_readme_shows(register_plugin, tmp_path):
+    """The README's example plugin reuses mlp's G with a D of its own, and trains."""
+    import types
+
+    import ganzoo
+    from ganzoo_plugins.mlp import MLPGenerator
+
+    module = types.ModuleType("ganzoo_wide_d")
+    exec(compile(readme_block("A new discriminator with a built-in generator"), "README.md", "exec"),
+         module.__dict__)
+    register_plugin(module, "wide-d")
+    spec = registry.architecture("mlp-wide-d")
+    assert spec.build_generator is MLPGenerator
+    run = ganzoo.train(arch="mlp-wide-d", steps=2, batch_size=32, out=tmp_path / "r", progress=False)
+    assert run.status == "completed"
+    state = torch.load(run.checkpoint, weights_only=True)
+    assert state["discriminator"]["body.1.weight"].shape == (1024, 784)  # its own, wider D

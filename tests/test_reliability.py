@@ -201,23 +201,11 @@ INTERRUPTED = dict(steps=60, checkpoint_every=20, batch_size=32, eval_every=20, 
 def interrupted_run(tmp_path_factory, reference_classifier):
     """A run killed right after its checkpoint at step 40, with 5 more logged steps and a half-written row."""
     import ganzoo
-    from ganzoo import checkpoint
-
-    real_save = checkpoint.save
-
-    def save_then_crash(path, payload):
-        sha = real_save(path, payload)
-        if payload["step"] == 40:
-            raise KeyboardInterrupt
-        return sha
+    from conftest import killed_after_checkpoint
 
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    checkpoint.save = save_then_crash
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            ganzoo.train(out=out, progress=False, **INTERRUPTED)
-    finally:
-        checkpoint.save = real_save
+    with killed_after_checkpoint(40), pytest.raises(KeyboardInterrupt):
+        ganzoo.train(out=out, progress=False, **INTERRUPTED)
     log = out / "log.csv"
     lines = log.read_text().splitlines(keepends=True)
     assert len(lines) == 41

@@ -138,7 +138,8 @@ def test_leaderboard_csv_is_plain_data_with_recipe_columns(swept):
     _, out, board = swept
     csv = pd.read_csv(out / "leaderboard.csv")  # no comment lines to skip
     assert list(csv["variant"]) == list(board["variant"])
-    assert {"recipe", "d_steps", "optimizer", "lr", "beta1", "beta2", "setting_desc", "option.gamma"} <= set(csv)
+    assert {"recipe", "d_steps", "optimizer", "lr", "beta1", "beta2", "setting_desc",
+            "option.variant.r1.gamma"} <= set(csv)
     runs = csv[csv["kind"] == "run"]
     assert runs["seeds"].dtype.kind == "i" and runs["completed"].dtype.kind == "i"
     md = (out / "leaderboard.md").read_text()

@@ -56,7 +56,7 @@ def test_run_records_resolved_config(tmp_path):
     assert resolved["dataset"]["train_images"] == 4000 and resolved["dataset"]["reference_split"] == "test"
     assert resolved["dataset"]["info"]["split_rule"].startswith("stratified")
     assert resolved["variant"]["origin"].startswith("ganzoo ")
-    assert run.stats["final"]["d_loss"] > 0 and run.stats["images_per_s"] > 0
+    assert run.stats["final"]["d_loss"] > 0 and run.stats["g_images_per_s"] > 0
 
 
 def test_same_config_and_seed_are_bit_identical(tmp_path):

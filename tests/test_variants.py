@@ -305,13 +305,13 @@ batch_size = 16
 gamma = 1
 """)
     code, out, err = cli("bench", "--config", config, "--variant-option", "r1.every=2", "--out", tmp_path / "b",
-                         "--quiet")
+                         "--quiet", "--format", "md")
     assert code == 0, err
     board = ganzoo.leaderboard(tmp_path / "b").set_index("variant")
     assert board.loc["r1", "recipe"] == "1 D step, adam lr 0.0002 betas (0.5, 0.999), every=2, gamma=1"
     assert board.loc["wgan", "recipe"] == "5 critic steps, rmsprop lr 5e-05, clip=0.01"
     header = out.splitlines()[0]  # the Markdown table: the fields that differ between rows are columns
-    assert all(f"| {name} " in header for name in ("D steps", "optimizer", "lr", "clip", "every", "gamma"))
+    assert all(f"| {name} " in header for name in ("D steps", "optimizer", "lr", "wgan.clip", "r1.every", "r1.gamma"))
     csv = pd.read_csv(tmp_path / "b" / "leaderboard.csv", comment="#").set_index("variant")
     assert csv.loc["r1", "recipe"] == board.loc["r1", "recipe"]
     run = ganzoo.open_run(next((tmp_path / "b" / "runs").glob("r1-*")))
