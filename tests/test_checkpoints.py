@@ -105,8 +105,8 @@ def test_resuming_into_a_changed_network_names_the_keys(tmp_path, cli, monkeypat
         ganzoo.train(steps=4, checkpoint_every=2, batch_size=32, out=tmp_path / "run", progress=False)
 
     class GainedABuffer(mlp.MLPDiscriminator):
-        def __init__(self, shape):
-            super().__init__(shape)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
             self.register_buffer("calls", torch.zeros(()))
 
     monkeypatch.setattr(mlp, "MLPDiscriminator", GainedABuffer)
