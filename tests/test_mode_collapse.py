@@ -364,3 +364,30 @@ def test_remedies_resume_bit_identically(tmp_path, monkeypatch, settings):
                                            batch_size=16, **settings)
     assert resumed.stats["steps_this_session"] == 3
     assert_same_checkpoints(straight, resumed)
+
+
+@pytest.mark.parametrize("preset", ["mode_collapse.toml", "mode_collapse_gpu.toml"])
+def test_the_mode_collapse_presets_load_and_run_in_parts(preset):
+    """The presets read, and a command-line selection among their own datasets and setups leaves the other
+    datasets' tables out (`--datasets ring,grid` on a preset that also trains Stacked MNIST)."""
+    from pathlib import Path
+
+    from ganzoo.bench import _fitting_pairs, load_spec
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / preset
+    spec = load_spec(path)
+    assert set(spec.setups) == {"gan", "pacgan2", "pacgan3", "pacgan4", "unrolled5", "unrolled10", "mbstd"}
+    assert spec.spread == "se" and spec.dataset_train["ring"]["latent_dim"] == 2
+    part = load_spec(path, datasets="ring,grid", seeds="0,1", select_setups="gan,pacgan2")
+    assert part.datasets == ("ring", "grid") and set(part.dataset_train) == {"ring", "grid"}
+    assert list(part.setups) == ["gan", "pacgan2"]
+    assert _fitting_pairs(part) == [("ring", "pacgan-mlp"), ("grid", "pacgan-mlp")]  # unrolled-dcgan left out
+
+
+def test_a_table_for_a_dataset_the_preset_does_not_list_is_still_a_typo(tmp_path):
+    from ganzoo.bench import load_spec
+
+    preset = tmp_path / "p.toml"
+    preset.write_text('[bench]\ndatasets = ["ring"]\narchs = ["mlp"]\n[dataset_train.rnig]\nsteps = 5\n')
+    with pytest.raises(GanzooError, match="dataset_train for rnig, which is not one of the benchmark's datasets"):
+        load_spec(preset, datasets="ring")
