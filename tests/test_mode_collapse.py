@@ -382,6 +382,9 @@ def test_the_mode_collapse_presets_load_and_run_in_parts(preset):
     assert part.datasets == ("ring", "grid") and set(part.dataset_train) == {"ring", "grid"}
     assert list(part.setups) == ["gan", "pacgan2"]
     assert _fitting_pairs(part) == [("ring", "pacgan-mlp"), ("grid", "pacgan-mlp")]  # unrolled-dcgan left out
+    # each dataset's cells get the options of the metrics they compute, not Stacked MNIST's
+    assert part.metric_options_for("ring") == {}
+    assert spec.metric_options_for("stacked-mnist")["stacked-modes"]["samples"] == 25600
 
 
 def test_a_table_for_a_dataset_the_preset_does_not_list_is_still_a_typo(tmp_path):
