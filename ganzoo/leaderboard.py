@@ -448,9 +448,8 @@ def protocol_lines(board: pd.DataFrame) -> list[str]:
 
 # The compact table shows the metrics the full tables show (shown_metrics), less the curve's, with shorter
 # headers and formats where these help it fit.
-SUMMARY_HEADERS = {"precision": "prec", "classes >=5%": "classes"}
+SUMMARY_HEADERS = {"precision": "prec", "classes >=5%": "classes", "% high quality": "% HQ"}
 SUMMARY_FORMATS = {"fid": ".1f", "kid": ".3g", "precision": ".2f", "recall": ".2f"}
-SUMMARY_WITH_SD = ("fid",)  # shown as mean ± sd; the others as means (every sd is in the full tables)
 # Recipe headers as the compact table abbreviates them (option columns are already short: plugin.option).
 SHORT_TITLES = {"setting": "set", "D steps": "D st", "optimizer": "opt", "beta1": "b1", "beta2": "b2"}
 SUMMARY_PROTOCOL = ("extractor", "n_fake", "n_real", "reference_split", "image_size")
@@ -488,8 +487,11 @@ def summary_table(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for column, header, spec, better in summary_metrics(board):
         if board[column].isna().all():
             continue
-        out[header] = [_summary_cell(row, column, spec) for _, row in board.iterrows()]
+        spread = f"{column}_{board.attrs.get('spread', 'sd')}" if column in ranked_columns(board) else None
+        out[header] = [_summary_cell(row, column, spec, spread) for _, row in board.iterrows()]
         out.attrs.setdefault("arrows", {})[header] = "↓" if better < 0 else "↑"
+        if spread:
+            out.attrs.setdefault("ranked", []).append(header)  # never left out to fit
         numeric.append(header)
     runs = board[board["kind"] == "run"]
     for column, title in _differing_recipe_columns(board):
@@ -514,11 +516,17 @@ def varying_axes(board: pd.DataFrame) -> list[str]:
     return [axis for axis in ("setup", "arch", "dataset") if axis in board and trained[axis].nunique() > 1]
 
 
-def _summary_cell(row: pd.Series, column: str, spec: str) -> str:
+def ranked_columns(board: pd.DataFrame) -> set[str]:
+    """The columns rows are ranked by (FID; reverse KL on the mixtures; ...): the compact table gives them their
+    spread over seeds, the other metrics their means (every spread is in the full tables)."""
+    return set(board.attrs.get("rank_by", {}).values()) or {"fid"}
+
+
+def _summary_cell(row: pd.Series, column: str, spec: str, spread: Optional[str]) -> str:
     text = _fmt(row[column], spec)
-    sd = row.get(f"{column}_sd", math.nan)
-    if column in SUMMARY_WITH_SD and isinstance(sd, float) and not math.isnan(sd):
-        text += f" ± {_fmt(sd, spec)}"
+    value = row.get(spread, math.nan) if spread else math.nan
+    if isinstance(value, float) and not math.isnan(value):
+        text += f" ± {_fmt(value, spec)}"
     return text
 
 
@@ -527,7 +535,8 @@ def _fit(table: pd.DataFrame, numeric: list[str], width: int) -> tuple[str, list
     recipe columns and then the last metrics are left out (named, so a reader knows to look in the full
     tables), and last the status is cut to STATUS_MIN characters."""
     recipe = [c for c in table.columns if c not in numeric and c not in ("variant", "setup", "arch", "dataset", "status")]
-    droppable = recipe[::-1] + numeric[:0:-1]  # never the first metric (FID)
+    ranked = table.attrs.get("ranked", [])  # never the column rows are ranked by, nor the first metric
+    droppable = recipe[::-1] + [c for c in numeric[:0:-1] if c not in ranked]
     left_out = []
     limits = {column: max(map(len, table[column]), default=0) for column in CUT_FIRST}
     while True:
@@ -565,9 +574,11 @@ def _tabulate(table: pd.DataFrame, numeric: list[str], arrows: dict[str, str]) -
 
 
 def _direction_note(board: pd.DataFrame) -> str:
-    with_sd = [header for column, header, _, _ in summary_metrics(board) if column in SUMMARY_WITH_SD] or ["none"]
-    return (f"Means over seeds ({', '.join(with_sd)} ± sd); ↓ lower is better, ↑ higher is better; real data on "
-            "top, the untrained generator at the bottom.")
+    with_spread = [header for column, header, _, _ in summary_metrics(board) if column in ranked_columns(board)]
+    spread = "standard error" if board.attrs.get("spread") == "se" else "sd"
+    given = f" ({', '.join(with_spread)} ± {spread})" if with_spread else ""
+    return (f"Means over seeds{given}; ↓ lower is better, ↑ higher is better; real data on top, the untrained "
+            "generator at the bottom.")
 
 
 def _full_tables_note(folder: Optional[Path | str]) -> str:

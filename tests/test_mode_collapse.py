@@ -394,3 +394,19 @@ def test_a_table_for_a_dataset_the_preset_does_not_list_is_still_a_typo(tmp_path
     preset.write_text('[bench]\ndatasets = ["ring"]\narchs = ["mlp"]\n[dataset_train.rnig]\nsteps = 5\n')
     with pytest.raises(GanzooError, match="dataset_train for rnig, which is not one of the benchmark's datasets"):
         load_spec(preset, datasets="ring")
+
+
+def test_the_compact_table_keeps_the_column_a_mixture_is_ranked_by(tmp_path):
+    """Grid rows rank by reverse KL, the metric's third column: a narrow terminal leaves other columns out first,
+    and reverse KL carries its spread over seeds."""
+    from ganzoo.leaderboard import render_terminal
+
+    board = ganzoo.bench(variants="vanilla", archs="mlp", datasets="grid", seeds=[0, 1], steps=20,
+                         out=tmp_path / "b", progress=False, spread="se")
+    assert board.attrs["rank_by"] == {"grid": "reverse_kl"}
+    text = render_terminal(board, tmp_path / "b", width=60)
+    header = text.splitlines()[0]
+    assert "reverse KL ↓" in header and max(map(len, text.splitlines())) <= 60, text
+    assert "(reverse KL ± standard error)" in " ".join(text.split())
+    vanilla = next(line for line in text.splitlines() if line.startswith("vanilla"))
+    assert "±" in vanilla
