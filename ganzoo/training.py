@@ -204,7 +204,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     if config.eval_every:  # prepared before the first step: a missing weights file fails now, not at step K
         from .evaluation import TrainingEvaluator
 
-        evaluator = TrainingEvaluator(config, out, device, keep_until=start_step)
+        evaluator = TrainingEvaluator(config, out, device, keep_until=start_step, class_counts=counts)
     log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant, condition))
     _write_status(out, "running", start_step, config)
 
