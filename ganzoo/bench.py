@@ -537,8 +537,9 @@ def _fitting_pairs(spec: BenchSpec) -> list[tuple[str, str]]:
         dataset = registry.dataset(d, spec.dataset_options.get(d, {}))
         for a in spec.archs:
             config = spec._settings(spec.resolved_variants()[0], a, d, spec.seeds[0])
+            arch = registry.architecture(a, config.arch_options)  # a bad option is an error, not a misfit
             try:
-                check_architecture_fits(config, registry.architecture(a, config.arch_options), dataset)
+                check_architecture_fits(config, arch, dataset)
             except GanzooError as exc:
                 skipped.append(str(exc))
                 continue
@@ -667,6 +668,9 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
                                       ("architecture", "arch", config.arch, config.arch_options)):
         for key, value in registry.declared_values(kind, name, given).items():
             columns[f"option.{prefix}.{name}.{key}"] = value
+    if config.condition != "none":  # option.condition.acgan.fake_term, ...
+        for key, value in registry.declared_values("condition", config.condition, config.condition_options).items():
+            columns[f"option.condition.{config.condition}.{key}"] = value
     return columns
 
 
