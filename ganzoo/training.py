@@ -32,8 +32,7 @@ from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run, resumable_rows)
 from .sampling import generate, grid_labels, picture_size, save_grid
-from .specs import Recipe, VariantSpec
-from .specs import GENERATOR_STEP_ARGUMENTS
+from .specs import GENERATOR_STEP_ARGUMENTS, Recipe, VariantSpec
 from .steps import Declared, Discriminate, GeneratorLoss
 from .unrolling import lookahead
 from .tensorboard import TensorBoardLog, require_tensorboard
@@ -265,6 +264,19 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             values.append(value.detach().float())
         return objective, values, real, fake
 
+    def generator_objective(arguments: dict[str, Any]):
+        """G's loss (the variant's) plus the conditioning method's weighted G terms (ACGAN's class cross-entropy):
+        one objective, one backward pass. Returns (objective, the terms' unweighted values for the log)."""
+        objective, values = generator_loss(arguments), []
+        for term, compute in g_terms:
+            if arguments["step"] % term.every:
+                values.append(not_applied)
+                continue
+            value = _scalar(compute(arguments), f"conditioning '{config.condition}' term '{term.name}'")
+            objective = objective + (term.weight * term.every) * value
+            values.append(value.detach().float())
+        return objective, values
+
     def generator_judge(real_x: torch.Tensor, fake_x: torch.Tensor) -> Discriminate:
         """Whom G's loss asks: D as it is now, or (Unrolled GAN, config.unroll = k) a copy of D advanced k optimizer
         steps on this batch, with G's gradient flowing back through those steps. D itself is not changed."""
@@ -330,15 +342,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     real_now = judge(real_x, real_y)
             g_arguments = {**step_arguments, "fake": fake, "real": real_now, "fake_images": fake_x,
                            "real_images": real_x, "discriminate": judge.uncompiled().given(fake_y)}
-            g_loss = generator_loss(g_arguments)
-            g_term_values = []
-            for term, compute in g_terms:  # the conditioning method's G terms (ACGAN's class cross-entropy)
-                if step % term.every:
-                    g_term_values.append(not_applied)
-                    continue
-                value = _scalar(compute(g_arguments), f"conditioning '{config.condition}' term '{term.name}'")
-                g_loss = g_loss + (term.weight * term.every) * value
-                g_term_values.append(value.detach().float())
+            g_loss, g_term_values = generator_objective(g_arguments)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
