@@ -69,6 +69,16 @@ def generate(generator: torch.nn.Module, n: int, latent_dim: int, seed: int, bat
     return torch.cat(chunks)
 
 
+def grid_count(generator: torch.nn.Module, shape: SampleShape, images: int = 64) -> int:
+    """How many samples a run's picture shows: picture_size's count, or for a conditional generator of images eight
+    per class (a row each)."""
+    from .conditioning import is_conditional
+
+    if shape.kind == "image" and is_conditional(generator):
+        return 8 * generator.num_classes
+    return picture_size(shape, images)
+
+
 def grid_labels(generator: torch.nn.Module, n: int) -> Optional[torch.Tensor]:
     """The labels of a sample grid of n images, 8 to a row: row k asks for class k mod K (None: unconditional)."""
     from .conditioning import is_conditional

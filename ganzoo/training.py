@@ -31,7 +31,7 @@ from .errors import DivergedError, GanzooError
 from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run, resumable_rows)
-from .sampling import generate, grid_labels, picture_size, save_grid
+from .sampling import generate, grid_count, grid_labels, save_grid
 from .specs import GENERATOR_STEP_ARGUMENTS, Recipe, VariantSpec
 from .steps import Declared, Discriminate, GeneratorLoss
 from .unrolling import lookahead
@@ -385,9 +385,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     evaluated = _plain(G_ema or G, config)
                     evaluator(evaluated, done)
                     if tensorboard is not None:
-                        tensorboard.evaluation(done, evaluator.last, generate(
-                            evaluated, picture_size(dataset.shape, GRID_SIZE), config.latent_dim, GRID_SEED,
-                            labels=grid_labels(evaluated, picture_size(dataset.shape, GRID_SIZE))),
+                        pictured = grid_count(evaluated, dataset.shape, GRID_SIZE)  # conditional: a row per class
+                    tensorboard.evaluation(done, evaluator.last, generate(
+                            evaluated, pictured, config.latent_dim, GRID_SEED, labels=grid_labels(evaluated, pictured)),
                             real=images[:20_000].cpu() if images.dim() == 2 else None)
                     started += time.perf_counter() - evaluation_started  # the clock leaves evaluation out
                 if done % config.checkpoint_every == 0 or done == config.steps:
@@ -430,7 +430,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     wall = wall_before + time.perf_counter() - started
     # a conditional run's grid has one row per class (row k asked for class k)
     pictured = _plain(G_ema or G, config)
-    n_pictured = picture_size(dataset.shape, GRID_SIZE)
+    n_pictured = grid_count(pictured, dataset.shape, GRID_SIZE)
     figure_samples = generate(pictured, n_pictured, config.latent_dim, GRID_SEED,
                               labels=grid_labels(pictured, n_pictured))
     save_grid(figure_samples, out / GRID_FILE, nrow=8, real=images[:20_000].cpu() if images.dim() == 2 else None)

@@ -290,8 +290,8 @@ def test_sampling_by_class(cli, tmp_path, tiny_run):
     from PIL import Image
 
     assert Image.open(tmp_path / "all.png").size == (2 * 30 + 2, 10 * 30 + 2)  # one row of 2 per class
-    # the training grid: 8 columns, row k asked for class k
-    assert Image.open(run.grid).size == (8 * 30 + 2, 8 * 30 + 2)
+    # the training grid: 8 columns, row k asked for class k, a row for each of the 10 classes
+    assert Image.open(run.grid).size == (8 * 30 + 2, 10 * 30 + 2)
     # the same latents and labels give the same images; another class, other images
     a = ganzoo.sample(run, n=4, labels=[1, 1, 1, 1])
     assert torch.equal(a, ganzoo.sample(run, n=4, labels=[1, 1, 1, 1]))
