@@ -62,6 +62,12 @@ class BenchSpec:
     # per dataset, e.g. the 2-D mixtures' latent_dim = 2 and batch_size = 100 beside Stacked MNIST's 256 and 128.
     dataset_train: dict = field(default_factory=dict)
     spread: str = "sd"  # what "±" shows in the tables: sd over seeds, or "se" (standard error, the papers' tables)
+    # Class-conditional GANs: a grid axis of conditioning methods ("none" is the unconditional run), crossed with the
+    # setups: each cell's setup is named after its method ("projection", or "pacgan2-projection" beside setups; the
+    # unconditional cells keep their setup's name, so their rows and run folders are those of a grid without the axis).
+    # condition_options: method name -> {option: value}. Empty: no conditioning axis (every cell as its setup says).
+    conditions: tuple = ()
+    condition_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("variants", "archs", "datasets", "seeds"):
@@ -157,6 +163,26 @@ class BenchSpec:
         if self.spread not in ("sd", "se"):
             raise GanzooError(f"spread must be sd or se, got {self.spread!r}")
         object.__setattr__(self, "setups", _checked_setups(self.setups))
+        conditions = self.conditions
+        if isinstance(conditions, str):
+            conditions = [c.strip() for c in conditions.split(",") if c.strip()]
+        if not isinstance(conditions, (list, tuple)) or not all(isinstance(c, str) and c for c in conditions):
+            raise GanzooError(f"conditions must be a list of conditioning methods (or none), got {self.conditions!r}")
+        if len(set(conditions)) != len(conditions):
+            raise GanzooError(f"conditions repeat: {', '.join(conditions)}")
+        object.__setattr__(self, "conditions", tuple(conditions))
+        if not isinstance(self.condition_options, Mapping) or not all(isinstance(v, Mapping)
+                                                                      for v in self.condition_options.values()):
+            raise GanzooError(f"condition_options must map each method to a table of options, "
+                              f"got {self.condition_options!r}")
+        object.__setattr__(self, "condition_options", {k: dict(v) for k, v in self.condition_options.items()})
+        stray = sorted(set(self.condition_options) - set(self.conditions))
+        if stray:
+            raise GanzooError(f"condition_options for {', '.join(stray)}, which is not one of the benchmark's "
+                              f"conditions ({', '.join(self.conditions) or 'none given'})")
+        for name, changes in self.setups.items():
+            if self.conditions and ("condition" in changes or "condition_options" in changes):
+                raise GanzooError(f"setup '{name}' sets a condition and the benchmark has a conditions axis; use one")
         object.__setattr__(self, "dataset_train", _checked_setups(self.dataset_train, "dataset_train"))
         stray = sorted(set(self.dataset_train) - set(self.datasets))
         if stray:
@@ -178,7 +204,7 @@ class BenchSpec:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
         settings = dict(data.get("bench", {}))
         tables = ("train", "dataset_options", "variant_options", "arch_options", "metric_options", "setups",
-                  "dataset_train", "sweep")
+                  "dataset_train", "condition_options", "sweep")
         for table in tables:  # own tables: refuse
             if table in settings:
                 raise GanzooError(f"benchmark config {path}: '{table}' is a table of its own ([{table}]), "
@@ -192,7 +218,8 @@ class BenchSpec:
         for table in tables[:-1]:
             settings[table] = dict(data.get(table, {}))
         _narrow_to_selection(settings, overrides)
-        for table in ("variant_options", "arch_options", "metric_options", "setups"):  # the command line adds
+        for table in ("variant_options", "arch_options", "metric_options", "setups", "condition_options"):
+            # the command line adds
             for name, given in (overrides.pop(table, None) or {}).items():
                 settings[table][name] = {**settings[table].get(name, {}), **given}
         selected = overrides.pop("select_setups", None)
@@ -220,16 +247,37 @@ class BenchSpec:
     def resolved_variants(self) -> tuple[str, ...]:
         return self.variants or tuple(registry.entries("variant"))
 
+    def all_setups(self) -> dict[str, dict]:
+        """The setups axis as cells see it: the named setups, crossed with the conditions axis when there is one
+        (setup "projection" trains with condition = "projection"; "pacgan2-projection" beside setups)."""
+        if not self.conditions:
+            return self.setups
+        crossed = {}
+        for setup, changes in (self.setups or {"": {}}).items():
+            for condition in self.conditions:
+                options = self.condition_options.get(condition, {})
+                # the unconditional cells keep their setup's name (and run folders) as without the axis
+                name = setup if condition == "none" else f"{setup}-{condition}" if setup else condition
+                crossed[name] = {
+                    **changes, "condition": condition, **({"condition_options": options} if options else {})}
+        return crossed
+
+    def condition_names(self) -> tuple[str, ...]:
+        """The conditioning methods its cells train with ("none" left out)."""
+        names = [s.get("condition", "none") for s in self.all_setups().values()]
+        return tuple(dict.fromkeys(n for n in names if n != "none"))
+
     def setup_names(self) -> tuple[str, ...]:
         """The setups axis: the named setups in order, or the one unnamed setup ("") of a benchmark without any."""
-        return tuple(self.setups) or ("",)
+        return tuple(self.all_setups()) or ("",)
 
     def _settings(self, variant: str, arch: str, dataset: str, seed: int,
                   inception_weights: Optional[str] = None, setup: str = "") -> TrainConfig:
-        changes = {**self.dataset_train.get(dataset, {}), **self.setups.get(setup, {})}
+        setups = self.all_setups()
+        changes = {**self.dataset_train.get(dataset, {}), **setups.get(setup, {})}
         steps = changes.pop("steps", self.steps)
         arch_options = {**self.arch_options.get(arch, {}), **self.dataset_train.get(dataset, {}).get("arch_options", {}),
-                        **self.setups.get(setup, {}).get("arch_options", {})}
+                        **setups.get(setup, {}).get("arch_options", {})}
         changes.pop("arch_options", None)
         return TrainConfig.from_dict({
             **self.train, **changes, "variant": variant, "arch": arch, "dataset": dataset, "seed": seed,
@@ -249,12 +297,13 @@ class BenchSpec:
 
         return resolve(self._settings(variant, arch, dataset, seed, inception_weights, setup))
 
-    def metric_options_for(self, dataset: str) -> dict[str, dict]:
-        """The metric options of the metrics `dataset`'s cells compute (a preset may set Stacked MNIST's beside
-        the mixtures')."""
+    def metric_options_for(self, dataset: str, conditional: bool = False) -> dict[str, dict]:
+        """The metric options of the metrics a cell on `dataset` computes (a preset may set Stacked MNIST's beside
+        the mixtures'; a conditional cell computes the conditional metrics too)."""
         from .evaluation import check_metrics
 
-        names = check_metrics(self.metrics, registry.dataset(dataset, self.dataset_options.get(dataset, {})))
+        names = check_metrics(self.metrics, registry.dataset(dataset, self.dataset_options.get(dataset, {})),
+                              conditional)
         return {name: options for name, options in self.metric_options.items() if name in names}
 
     def protocol_settings(self) -> dict[str, Any]:
@@ -267,9 +316,9 @@ class BenchSpec:
                     "variant_options": self.variant_options, "arch_options": self.arch_options, "sweep": self.sweep,
                     "eval_every": self.eval_every, "eval_samples": self.eval_samples}
         # Added later: present only when used, so that report folders made before keep their settings.
-        for name in ("metrics", "metric_options", "setups", "dataset_train"):
+        for name in ("metrics", "metric_options", "setups", "dataset_train", "conditions", "condition_options"):
             if getattr(self, name):
-                settings[name] = list(self.metrics) if name == "metrics" else getattr(self, name)
+                settings[name] = list(getattr(self, name)) if name in ("metrics", "conditions") else getattr(self, name)
         return settings
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,6 +326,7 @@ class BenchSpec:
         for k in ("variants", "archs", "datasets", "seeds"):
             d[k] = list(d[k])
         d["metrics"] = list(self.metrics) if self.metrics else None
+        d["conditions"] = list(self.conditions)
         return d
 
 
@@ -400,13 +450,19 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
 
     computed: set[str] = set()
     for name in spec.datasets:  # every metric must apply to every dataset: refused here, before any training
-        computed |= set(check_metrics(spec.metrics, registry.dataset(name, spec.dataset_options.get(name, {}))))
+        dataset = registry.dataset(name, spec.dataset_options.get(name, {}))
+        computed |= set(check_metrics(spec.metrics, dataset, bool(spec.condition_names())))
     for name in sorted(set(spec.metrics or ()) | set(spec.metric_options)):  # unknown names and options fail here
         registry.configure("metric", registry.get("metric", name).spec, spec.metric_options.get(name))
     unused = sorted(set(spec.metric_options) - computed)
     if unused:  # a preset's options for a dataset this run left out (Stacked MNIST's, on `--datasets ring`)
         print(f"ganzoo: metric_options for {', '.join(unused)} unused: none of the benchmark's datasets computes "
               f"{'it' if len(unused) == 1 else 'them'}", file=sys.stderr)
+    for condition in spec.condition_names():  # a conditioning method needs labels: refused before any training
+        registry.get("condition", condition)
+        for name in spec.datasets:
+            if not registry.dataset(name, spec.dataset_options.get(name, {})).num_classes:
+                raise GanzooError(f"condition '{condition}' needs a labelled dataset; dataset '{name}' has no labels")
     stray = sorted(set(spec.variant_options) - set(variants))
     if stray:
         raise GanzooError(f"variant_options for {', '.join(stray)}, which this benchmark does not train")
@@ -414,9 +470,9 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     sweep = spec.sweep_spec()
     pairs = _fitting_pairs(spec)
     groups = [(d, a, v) for d, a in pairs for v in variants]
-    if sweep is not None and len(spec.setups) > 1:
+    if sweep is not None and len(spec.all_setups()) > 1:
         raise GanzooError(f"a [sweep] searches each variant's settings under one setup; this benchmark has "
-                          f"{len(spec.setups)} ({', '.join(spec.setups)}): run one sweep per setup")
+                          f"{len(spec.all_setups())} ({', '.join(spec.all_setups())}): run one sweep per setup")
     if sweep is None:  # each variant's recipe, on every seed, under every setup
         configs = [(spec.train_config(v, a, d, s, inception_weights, setup), setup, None)
                    for d, a, v in groups for setup in spec.setup_names() for s in spec.seeds]
@@ -599,7 +655,7 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
         # keep_going: a metric plugin that fails marks the cell failed with its error; the others are still kept
         result = evaluate(run, spec.extractor, n_fake=spec.n_fake, n_real=spec.n_real, seed=config.seed,
                           device=spec.device, inception_weights=inception_weights, progress=False,
-                          metrics=spec.metrics, metric_options=spec.metric_options_for(config.dataset),
+                          metrics=spec.metrics, metric_options=spec.metric_options_for(config.dataset, config.condition != "none"),
                           keep_going=True)
     except DivergedError as exc:
         return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir)}
@@ -629,7 +685,7 @@ def _cell_row(config: TrainConfig, kind: str = "run", setting: Optional[tuple[in
 
     row = {"kind": kind, "variant": config.variant, **({"setup": setup} if setup else {}), "arch": config.arch,
            "dataset": config.dataset, "seed": config.seed, "run": str(run_folder(config, setup)),
-           "recipe": describe_training(config),
+           "recipe": describe_training(config), **({"condition": config.condition} if config.condition != "none" else {}),
            "d_steps": config.d_steps, "optimizer": config.optimizer, "lr": config.lr,
            "beta1": config.betas[0] if config.betas else None, "beta2": config.betas[1] if config.betas else None,
            **option_columns(config)}
@@ -647,6 +703,9 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
                                       ("architecture", "arch", config.arch, config.arch_options)):
         for key, value in registry.declared_values(kind, name, given).items():
             columns[f"option.{prefix}.{name}.{key}"] = value
+    if config.condition != "none":  # option.condition.acgan.fake_term, ...
+        for key, value in registry.declared_values("condition", config.condition, config.condition_options).items():
+            columns[f"option.condition.{config.condition}.{key}"] = value
     return columns
 
 
@@ -689,7 +748,8 @@ def _real_row(spec: BenchSpec, dataset: str, inception_weights: Optional[str]) -
     result = real_reference(dataset, spec.extractor, n=None, seed=0, n_real=spec.n_real, device=spec.device,
                             inception_weights=inception_weights, dataset_options=spec.dataset_options.get(dataset),
                             data_root=spec.data_root, progress=False, metrics=spec.metrics,
-                            metric_options=spec.metric_options_for(dataset), keep_going=True)
+                            metric_options=spec.metric_options_for(dataset, bool(spec.condition_names())),
+                            keep_going=True, conditional=bool(spec.condition_names()))  # real labels: perfect
     return {"kind": "real", "variant": "real data", "arch": "-", "dataset": dataset, "seed": 0,
             **_scored(result), **result.to_record()}
 

@@ -177,6 +177,15 @@ def _add_train(p):
     remedies.add_argument("--unroll", type=int, default=d.unroll, metavar="K",
                           help="Unrolled GAN: G's loss through a copy of D advanced K optimizer steps, with "
                                "gradients through them (default 0: off)")
+    conditional = p.add_argument_group("class-conditional GANs (any variant and architecture; a labelled dataset)")
+    conditional.add_argument("--condition", default=d.condition, metavar="METHOD",
+                             help="feed the class label to G and D: concat, projection, acgan, or another "
+                                  "conditioning plugin (`ganzoo list`); default none")
+    conditional.add_argument("--condition-option", action="append", default=[], metavar="KEY=VALUE",
+                             help="conditioning option, repeatable, e.g. fake_term=false for acgan")
+    conditional.add_argument("--fake-labels", default=d.fake_labels, metavar="HOW",
+                             help="classes G is asked for in training: uniform (default) or data (the training "
+                                  "split's label distribution)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -225,7 +234,9 @@ def run_train(args) -> int:
                          variant_options=parse_options(args.variant_option, "--variant-option"),
                          arch_options=parse_options(args.arch_option, "--arch-option"),
                          ema=args.ema, ema_start=args.ema_start, pack=args.pack, unroll=args.unroll,
-                         eval_every=args.eval_every, eval_samples=args.eval_samples,
+                         condition=args.condition,
+                         condition_options=parse_options(args.condition_option, "--condition-option"),
+                         fake_labels=args.fake_labels, eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          eval_metrics=list(parse_metrics(args.eval_metrics) or []) or None,
                          precision=args.precision, adam=args.adam, compile=args.compile,
@@ -321,8 +332,15 @@ def _add_sample(p):
     p.add_argument("--run", required=True, help="run folder written by `ganzoo train`")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--seed", type=int, default=0, help="latent noise seed (default 0)")
-    p.add_argument("--out", default=None, help="write images to this .npz (key 'images', uint8 N x C x H x W)")
+    p.add_argument("--out", default=None, help="write images to this .npz (key 'images', uint8 N x C x H x W; "
+                                               "'labels' too for a conditional run)")
     p.add_argument("--grid", default=None, help="write a PNG grid of (up to 256 of) the images")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="class_", type=int, default=None, metavar="K",
+                       help="conditional runs: every image of class K")
+    which.add_argument("--labels", default=None, metavar="LIST",
+                       help="conditional runs: comma-separated classes, one per image, or 'balanced' (every class in "
+                            "turn: the grid shows one row per class); default: the training split's class mix")
     p.add_argument("--device", default="auto")
 
 
@@ -333,9 +351,12 @@ def run_sample(args) -> int:
 
     if args.out is None and args.grid is None:
         raise GanzooError("nothing to write: pass --out FILE.npz and/or --grid FILE.png")
-    images = sample(args.run, n=args.n, seed=args.seed, out=args.out, grid=args.grid, device=args.device)
+    labels = args.class_ if args.class_ is not None else args.labels
+    images = sample(args.run, n=args.n, seed=args.seed, out=args.out, grid=args.grid, device=args.device,
+                    labels=labels)
     written = [p for p in (args.out, args.grid) if p]
-    print(f"{len(images)} images {tuple(images.shape[1:])} uint8 -> {', '.join(written)}")
+    what = f", class {args.class_}" if args.class_ is not None else (f", labels {args.labels}" if args.labels else "")
+    print(f"{len(images)} images {tuple(images.shape[1:])} uint8{what} -> {', '.join(written)}")
     return 0
 
 
@@ -417,6 +438,12 @@ def _add_bench(p):
                    help="a named training setup, a grid axis like the variants, repeatable, e.g. "
                         "pacgan2:pack=2 or unrolled5:unroll=5 or mbstd:arch_options.mbstd=4 "
                         "(adds to a preset's [setups])")
+    p.add_argument("--conditions", default=None, metavar="A,B",
+                   help="a grid axis of conditioning methods, e.g. none,concat,projection,acgan (over the preset's)")
+    p.add_argument("--condition", default=None, metavar="METHOD",
+                   help="train every cell conditionally with this method (the same as --conditions METHOD)")
+    p.add_argument("--condition-option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a conditioning method's option, repeatable, e.g. acgan.fake_term=false")
     p.add_argument("--setups", default=None, metavar="A,B",
                    help="run only these of the preset's [setups], in this order")
     p.add_argument("--variant-option", action="append", default=[], metavar="VARIANT.KEY=VALUE",
@@ -468,7 +495,9 @@ def run_bench(args) -> int:
                      arch_options=per_name_options(args.arch_option, "--arch-option", "ARCH"),
                      tensorboard=args.tensorboard, metrics=parse_metrics(args.metrics),
                      metric_options=per_name_options(args.metric_option, "--metric-option", "METRIC"),
-                     setups=parse_setups(args.setup), select_setups=args.setups)
+                     setups=parse_setups(args.setup), select_setups=args.setups,
+                     conditions=_conditions(args.conditions, args.condition),
+                     condition_options=per_name_options(args.condition_option, "--condition-option", "METHOD"))
     if args.dataset_option:
         options = parse_options(args.dataset_option)
         spec = dataclasses.replace(spec, dataset_options={
@@ -505,6 +534,12 @@ def run_leaderboard(args) -> int:
     else:
         print(_leaderboard_text(board, args.format, args.folder), end="")
     return 0
+
+
+def _conditions(axis: Optional[str], single: Optional[str]) -> Optional[str]:
+    if axis is not None and single is not None:
+        raise GanzooError("pass --conditions (an axis) or --condition (one method), not both")
+    return axis if axis is not None else single
 
 
 def _leaderboard_text(board, fmt: Optional[str], folder: str) -> str:

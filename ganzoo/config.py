@@ -21,10 +21,12 @@ OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
 # Identity fields added after runs already existed: left out of the identity while at their default, so that
 # those runs keep their keys (bench names run folders and result rows by key).
 LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {},
-                          "ema": 0.0, "ema_start": 0, "pack": 1, "unroll": 0}
+                          "ema": 0.0, "ema_start": 0, "pack": 1, "unroll": 0,
+                          "condition": "none", "condition_options": {}, "fake_labels": "uniform"}
 # The fields a variant's recipe fills in when the user leaves them at None (specs.Recipe).
 RECIPE_FIELDS = ("d_steps", "optimizer", "lr", "betas")
 OPTIMIZERS = ("adam", "rmsprop")
+FAKE_LABELS = ("uniform", "data")  # how a conditional run draws the classes it asks G for
 
 PRECISIONS = ("fp32", "bf16")
 ADAM_IMPLS = ("fused", "foreach", "for-loop")
@@ -99,6 +101,13 @@ class TrainConfig:
     # Unrolled GAN (Metz et al. 2017): G's loss is taken through a copy of D advanced `unroll` optimizer steps on
     # the same batch, with gradients through those steps; D takes its one normal step. 0: off.
     unroll: int = 0
+    # Class-conditional GANs (ganzoo/conditioning.py): a conditioning method (a plugin: concat, projection, acgan, ...)
+    # feeds the class label to G and D; "none" trains unconditionally. Its options: --condition-option key=value.
+    # fake_labels: the classes G is asked for in training, drawn "uniform"ly or following the training split's
+    # label distribution ("data", as StyleGAN2-ADA does); both from the run's seeded noise generator.
+    condition: str = "none"
+    condition_options: dict = field(default_factory=dict)
+    fake_labels: str = "uniform"
     eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
     eval_samples: int = 5000  # generated images per evaluation during training
     eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
@@ -148,6 +157,15 @@ class TrainConfig:
         object.__setattr__(self, "dataset_options", normalize_dataset_options(self.dataset_options))
         object.__setattr__(self, "variant_options", _typed_options(self.variant_options, "variant"))
         object.__setattr__(self, "arch_options", _typed_options(self.arch_options, "architecture"))
+        object.__setattr__(self, "condition_options", _typed_options(self.condition_options, "condition"))
+        if not isinstance(self.condition, str) or not self.condition.strip():
+            raise GanzooError(f"condition must be a conditioning method's name or 'none', got {self.condition!r}")
+        if self.fake_labels not in FAKE_LABELS:
+            raise GanzooError(f"fake-labels must be one of {', '.join(FAKE_LABELS)}; got {self.fake_labels!r}")
+        if self.condition == "none" and self.condition_options:
+            raise GanzooError("condition options given without a conditioning method (--condition)")
+        if self.condition == "none" and self.fake_labels != "uniform":
+            raise GanzooError("fake-labels is for conditional runs; pass --condition too")
         if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
             raise GanzooError(f"eval-every must be a non-negative integer (0: off), got {self.eval_every!r}")
         if not isinstance(self.eval_samples, int) or isinstance(self.eval_samples, bool) or self.eval_samples < 2:
@@ -203,6 +221,9 @@ def describe_training(config: TrainConfig) -> str:
     """The recipe and the variant's and architecture's options of a resolved config, as a leaderboard shows it."""
     options = {**config.variant_options, **{f"arch.{k}": v for k, v in config.arch_options.items()},
                **({"pack": config.pack} if config.pack != 1 else {}),
-               **({"unroll": config.unroll} if config.unroll else {})}
+               **({"unroll": config.unroll} if config.unroll else {}),
+               **({"condition": config.condition} if config.condition != "none" else {}),
+               **{f"condition.{k}": v for k, v in config.condition_options.items()},
+               **({"fake_labels": config.fake_labels} if config.fake_labels != "uniform" else {})}
     return describe_recipe(config) + "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
                                              for k, v in options.items())

@@ -100,12 +100,22 @@ def default_extractor(dataset: DatasetSpec) -> str:
     return "classifier" if dataset.num_classes else "inception-v3-compat"
 
 
-def default_metrics(dataset: DatasetSpec) -> tuple[str, ...]:
+# What a conditional run is scored with besides its dataset's metrics (plugins/conditional_metrics.py).
+CONDITIONAL_METRICS = ("class-accuracy", "intra-fid", "cas", "class-prc")
+
+
+def default_metrics(dataset: DatasetSpec, conditional: bool = False) -> tuple[str, ...]:
     """What a dataset is scored with unless told otherwise: its own list, else IS/FID/KID with precision/recall,
-    and the classes its reference classifier finds when it is labelled."""
+    and the classes its reference classifier finds when it is labelled; for a conditional run (or a leaderboard
+    that holds one) also the conditional metrics that apply."""
     if dataset.metrics:
-        return tuple(dataset.metrics)
-    return ("fidelity", "class-coverage") if dataset.num_classes else ("fidelity",)
+        names = tuple(dataset.metrics)
+    else:
+        names = ("fidelity", "class-coverage") if dataset.num_classes else ("fidelity",)
+    if conditional:
+        names += tuple(m for m in CONDITIONAL_METRICS if m not in names and m in registry.entries("metric")
+                       and metric_problem(m, dataset) is None)
+    return names
 
 
 def metric_problem(name: str, dataset: DatasetSpec) -> Optional[str]:
@@ -123,10 +133,11 @@ def metric_problem(name: str, dataset: DatasetSpec) -> Optional[str]:
     return None
 
 
-def check_metrics(names: Optional[tuple[str, ...] | list[str]], dataset: DatasetSpec) -> tuple[str, ...]:
-    """The metrics to score `dataset` with (None: its defaults), each known and applicable, or a one-line error
-    naming the metrics that do apply."""
-    names = tuple(names) if names else default_metrics(dataset)
+def check_metrics(names: Optional[tuple[str, ...] | list[str]], dataset: DatasetSpec,
+                  conditional: bool = False) -> tuple[str, ...]:
+    """The metrics to score `dataset` with (None: its defaults, with the conditional ones when `conditional`), each
+    known and applicable, or a one-line error naming the metrics that do apply."""
+    names = tuple(names) if names else default_metrics(dataset, conditional)
     if len(set(names)) != len(names):
         raise GanzooError(f"metrics repeat: {', '.join(names)}")
     for name in names:
@@ -229,7 +240,8 @@ class Scorer:
                  device: str = "auto", inception_weights: Optional[str | Path] = None,
                  dataset_options: Optional[dict] = None, data_root: Optional[str] = None, download: bool = False,
                  progress: bool = True, cache: bool = True, reference: Optional[tuple[torch.Tensor, str]] = None,
-                 metrics: Optional[tuple[str, ...] | list[str]] = None, metric_options: Optional[dict] = None):
+                 metrics: Optional[tuple[str, ...] | list[str]] = None, metric_options: Optional[dict] = None,
+                 conditional: bool = False):
         self.device = resolve_device(device)
         self.options = normalize_dataset_options(dataset_options)
         self.dataset = registry.dataset(dataset, self.options)
@@ -241,7 +253,7 @@ class Scorer:
         self._reference: Optional[Reference] = None
         self._features: Optional[Features] = None
         self._classifiers: dict[str, ReferenceClassifier] = {}
-        self.names = check_metrics(metrics, self.dataset)
+        self.names = check_metrics(metrics, self.dataset, conditional)
         metric_options = metric_options or {}
         stray = sorted(set(metric_options) - set(self.names))
         if stray:
@@ -504,50 +516,68 @@ def evaluate(run, extractor: Optional[str] = None, n_fake: int = DEFAULT_N_FAKE,
     """Score a trained run (a Run or its folder): n_fake samples from latent seed `seed` (more when a metric's
     protocol fixes a larger count) against the reference split of the dataset it was trained on. The protocol
     adds the run's steps and training wall time."""
-    from .sampling import generate, load_generator
+    from .sampling import generate, load_generator, run_labels
 
     _check_count(n_fake, "n_fake")
     generator, run = load_generator(run, device)
     config = run.config
+    conditional = config.condition != "none"
     scorer = Scorer(config.dataset, extractor, n_real, seed, device, inception_weights, config.dataset_options,
-                    config.data_root, progress=progress, metrics=metrics, metric_options=metric_options)
-    # Exactly n_fake latents unless a metric's protocol fixes more: the first n_fake are then the same vectors.
-    samples = generate(generator, scorer.samples_needed(n_fake), config.latent_dim, seed)
+                    config.data_root, progress=progress, metrics=metrics, metric_options=metric_options,
+                    conditional=conditional)
+    # Exactly n_fake latents unless a metric's protocol fixes more: the first n_fake are then the same vectors. A
+    # conditional generator is asked for labels that follow the training split's class counts (seeded), so its
+    # unconditional metrics see the data's class mix; the conditional metrics score them against those labels.
+    n = scorer.samples_needed(n_fake)
+    labels = run_labels(run, n, seed)
+    samples = generate(generator, n, config.latent_dim, seed, labels=labels)
     context = {"run": str(run.path), "run_key": config.key(), "variant": config.variant, "arch": config.arch,
                "steps_trained": run.step, "run_status": run.status,
-               "train_wall_time_s": run.stats.get("wall_time_s")}
+               "train_wall_time_s": run.stats.get("wall_time_s"),
+               **({"condition": config.condition, "labels": "following the training split's class counts, "
+                   f"shuffled by seed {seed}"} if conditional else {})}
     return scorer.score(samples, seed, source=f"generator of run {run.path} at step {run.step}, latent seed {seed}",
-                        context=context, keep_going=keep_going, n_fake=n_fake)
+                        context=context, keep_going=keep_going, n_fake=n_fake, labels=labels)
 
 
 def real_reference(dataset: str, extractor: Optional[str] = None, n: Optional[int] = None, seed: int = 0, *,
                    n_real: Optional[int] = None, device: str = "auto", inception_weights: Optional[str | Path] = None,
                    dataset_options: Optional[dict] = None, data_root: Optional[str] = None,
                    progress: bool = True, metrics: Optional[list[str]] = None,
-                   metric_options: Optional[dict] = None, keep_going: bool = False) -> EvalResult:
+                   metric_options: Optional[dict] = None, keep_going: bool = False,
+                   conditional: bool = False) -> EvalResult:
     """Real data scored as if generated: n samples of the training split (default: as many as evaluate
     generates, or the whole split if smaller) against the reference split, through the same pipeline.
 
     This is the row that shows what a perfect generator of the training data would score under the protocol.
     A dataset whose training and reference splits are the same is cut into two disjoint seeded halves.
     Note: the reference classifier was trained on the training split, so its IS here is a little optimistic.
+    With `conditional`, the conditional metrics score the real samples against their own labels too: what a perfect
+    class-conditional generator would score.
     """
     options = normalize_dataset_options(dataset_options)
     spec = registry.dataset(dataset, options)
-    train = load_split(dataset, spec.train_split, data_root, False, options).images
+    split = load_split(dataset, spec.train_split, data_root, False, options)
+    train, train_labels = split.images, split.labels
     reference = None
     if spec.train_split == spec.reference_split:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         half = len(train) // 2
         reference = (train[order[half:].sort().values], f"{spec.reference_split} (second half, seed {seed})")
         train = train[order[:half].sort().values]
+        train_labels = train_labels[order[:half].sort().values] if train_labels is not None else None
     scorer = Scorer(dataset, extractor, n_real, seed, device, inception_weights, options, data_root,
-                    progress=progress, reference=reference, metrics=metrics, metric_options=metric_options)
+                    progress=progress, reference=reference, metrics=metrics, metric_options=metric_options,
+                    conditional=conditional)
     count = min(DEFAULT_N_FAKE, len(train)) if n is None else n
     needed = min(scorer.samples_needed(count), len(train))  # a metric's fixed count, where the split has enough
     samples, subset = _pick(train, needed, seed, "n", f"{dataset} '{spec.train_split}'")
+    labels = None
+    if conditional and train_labels is not None:
+        labels = _pick(train_labels, needed, seed, "n", "")[0]  # the same subset's labels
     return scorer.score(samples, seed, source=f"real samples: {dataset} '{spec.train_split}', {subset}",
-                        context={"real_vs_real": True}, keep_going=keep_going, n_fake=min(count, needed), fewer=True)
+                        context={"real_vs_real": True}, keep_going=keep_going, n_fake=min(count, needed), fewer=True,
+                        labels=labels)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -564,13 +594,18 @@ class TrainingEvaluator:
     step are dropped, as in log.csv; a resume with another extractor is refused rather than mixed into one curve.
     """
 
-    def __init__(self, config, out: Path, device: Any, keep_until: int):
+    def __init__(self, config, out: Path, device: Any, keep_until: int, class_counts: Optional[list] = None):
         from .runs import EVAL_FILE, EVAL_PROTOCOL_FILE, resumable_rows
 
         self.scorer = Scorer(config.dataset, config.eval_extractor, None, EVAL_SEED, str(device),
                              config.inception_weights, config.dataset_options, config.data_root, config.download,
                              metrics=config.eval_metrics or None)
         self.n, self.latent_dim = config.eval_samples, config.latent_dim
+        self.labels = None  # a conditional run is scored on samples whose labels follow the training split's counts
+        if class_counts is not None:
+            from .conditioning import proportional_labels
+
+            self.labels = proportional_labels(class_counts, self.scorer.samples_needed(self.n), EVAL_SEED)
         self.path, self.protocol_path = out / EVAL_FILE, out / EVAL_PROTOCOL_FILE
         self.metric_columns = [c.name for spec in self.scorer.specs.values() for c in spec.columns]
         self.columns = ("step",) + tuple(self.metric_columns)
@@ -605,9 +640,10 @@ class TrainingEvaluator:
         from .sampling import generate
 
         started = time.perf_counter()
-        samples = generate(generator, self.scorer.samples_needed(self.n), self.latent_dim, EVAL_SEED)
+        samples = generate(generator, self.scorer.samples_needed(self.n), self.latent_dim, EVAL_SEED,
+                           labels=self.labels)
         result = self.scorer.score(samples, EVAL_SEED, source=f"the generator during training, latent seed "
-                                                              f"{EVAL_SEED}", n_fake=self.n)
+                                                              f"{EVAL_SEED}", n_fake=self.n, labels=self.labels)
         values = [step] + [result.metrics[c] for c in self.columns[1:]]
         self.last = dict(zip(self.columns[1:], values[1:]))  # for TensorBoard
         with open(self.path, "a") as f:

@@ -211,7 +211,7 @@ def panel_layout(n: int) -> tuple[int, int]:
 def samples(folder: Path, runs: pd.DataFrame):
     """One picture per variant (first seed), all from the same latent vectors: an 8x8 grid of images, or a scatter
     plot of 2,500 points over the real data for vector datasets."""
-    from .sampling import generate, load_generator, picture, picture_size, real_points
+    from .sampling import generate, grid_count, grid_labels, load_generator, picture, real_points
     from .training import GRID_SEED
     from .errors import GanzooError
 
@@ -224,7 +224,8 @@ def samples(folder: Path, runs: pd.DataFrame):
         except GanzooError:
             continue
         shape = registry.dataset(run.config.dataset, run.config.dataset_options).shape
-        made = generate(generator, picture_size(shape), run.config.latent_dim, GRID_SEED)
+        count = grid_count(generator, shape)  # conditional: a row of 8 per class
+        made = generate(generator, count, run.config.latent_dim, GRID_SEED, labels=grid_labels(generator, count))
         real = real_points(run) if shape.kind == "vector" else None
         grid = picture(made, real, nrow=8).float() / 255
         grids.append((f"{row['label']}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))

@@ -15,8 +15,8 @@ from typing import Any, Generic, Iterator, Mapping, Optional, TypeVar
 from .config import normalize_options
 from .errors import GanzooError
 from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info, record_failure
-from .specs import (BETTER, METRIC_NEEDS, STEP_ARGUMENTS, ArchitectureSpec, DatasetSpec, ExtractorSpec, MetricColumn,
-                    MetricSpec, Option, Penalty, Recipe, VariantSpec)
+from .specs import (BETTER, GENERATOR_STEP_ARGUMENTS, METRIC_NEEDS, STEP_ARGUMENTS, ArchitectureSpec, ConditionSpec,
+                    DatasetSpec, ExtractorSpec, MetricColumn, MetricSpec, Option, Penalty, Recipe, VariantSpec)
 from .steps import declared_arguments, generator_loss_problem
 
 T = TypeVar("T")
@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "dataset": ("ganzoo_datasets", DatasetSpec),
     "extractor": ("ganzoo_feature_extractors", ExtractorSpec),
     "metric": ("ganzoo_metrics", MetricSpec),
+    "condition": ("ganzoo_conditionings", ConditionSpec),
 }
 
 
@@ -104,7 +105,8 @@ def _spec_problem(spec: Any) -> str:
     if not isinstance(getattr(spec, "description", None), str):
         return f"'{name}' has no description string"
     for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load",
-                 "configure", "prepare", "after_discriminator_step", "after_generator_step"):
+                 "configure", "prepare", "after_discriminator_step", "after_generator_step", "generator",
+                 "discriminator"):
         if getattr(spec, attr, None) is not None and not callable(getattr(spec, attr)):
             return f"'{name}'.{attr} is not callable"
     options = getattr(spec, "options", None) or {}
@@ -118,6 +120,8 @@ def _spec_problem(spec: Any) -> str:
         return f"'{name}' declares options but no configure to apply them"
     if isinstance(spec, MetricSpec):
         return _metric_problem(spec)
+    if isinstance(spec, ConditionSpec):
+        return _condition_problem(spec)
     if isinstance(spec, ArchitectureSpec) and (not isinstance(spec.data, tuple) or not spec.data
                                                or not set(spec.data) <= {"image", "vector"}):
         return f"'{name}'.data must be a tuple of 'image' and/or 'vector', got {spec.data!r}"
@@ -154,6 +158,36 @@ def _metric_problem(spec: MetricSpec) -> str:
     if spec.samples is not None and (not isinstance(spec.samples, int) or isinstance(spec.samples, bool)
                                      or spec.samples < 1):
         return f"'{name}'.samples must be a positive integer or None, got {spec.samples!r}"
+    return ""
+
+
+def _condition_problem(spec: ConditionSpec) -> str:
+    name = spec.name
+    if name == "none":
+        return "'none' means an unconditional run and cannot be a conditioning method's name"
+    if not isinstance(spec.record, dict):
+        return f"'{name}'.record must be a dict"
+    seen = set()
+    for side, terms, offered in (("discriminator", spec.discriminator_terms, STEP_ARGUMENTS),
+                                 ("generator", spec.generator_terms, GENERATOR_STEP_ARGUMENTS)):
+        if not isinstance(terms, tuple) or not all(isinstance(t, Penalty) for t in terms):
+            return f"'{name}'.{side}_terms must be a tuple of ganzoo.specs.Penalty"
+        for term in terms:
+            if not isinstance(term.name, str) or not COLUMN_NAME.match(term.name) or term.name in RESERVED_COLUMNS \
+                    or term.name in seen:
+                return (f"'{name}' term name {term.name!r} must be a new log column name (lowercase letters, digits, "
+                        "underscores)")
+            seen.add(term.name)
+            if not callable(term.compute):
+                return f"'{name}' term {term.name} is not callable"
+            unknown = sorted(set(declared_arguments(term.compute, offered)) - set(offered))
+            if unknown:
+                return f"'{name}' {side} term {term.name} asks for {', '.join(unknown)}; it may declare any of " \
+                       f"{', '.join(offered)}"
+            if not isinstance(term.every, int) or isinstance(term.every, bool) or term.every < 1:
+                return f"'{name}' term {term.name}: every must be a positive integer, got {term.every!r}"
+            if not isinstance(term.weight, (int, float)) or isinstance(term.weight, bool):
+                return f"'{name}' term {term.name}: weight must be a number, got {term.weight!r}"
     return ""
 
 
@@ -245,6 +279,11 @@ def variant(name: str, options: Optional[Mapping[str, Any]] = None) -> VariantSp
 def architecture(name: str, options: Optional[Mapping[str, Any]] = None) -> ArchitectureSpec:
     """An architecture spec configured with its options (TrainConfig.arch_options / --arch-option)."""
     return configure("architecture", get("architecture", name).spec, options)
+
+
+def condition(name: str, options: Optional[Mapping[str, Any]] = None) -> ConditionSpec:
+    """A conditioning method configured with its options (TrainConfig.condition_options / --condition-option)."""
+    return configure("condition", get("condition", name).spec, options)
 
 
 def dataset(name: str, options: Optional[Mapping[str, Any]] = None) -> DatasetSpec:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -39,17 +39,53 @@ def as_samples(output: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator: torch.nn.Module, n: int, latent_dim: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """n samples as a CPU tensor (uint8 images or float32 vectors); the generator is left in its mode."""
+def generate(generator: torch.nn.Module, n: int, latent_dim: int, seed: int, batch_size: int = 500,
+             labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """n samples as a CPU tensor (uint8 images or float32 vectors); the generator is left in its mode. A conditional
+    generator (ganzoo.conditioning) needs `labels`: the class each sample is asked for (n int64s). The latents are
+    the same with or without labels."""
+    from .conditioning import is_conditional
+
     device = next(generator.parameters()).device
+    conditional = is_conditional(generator)
+    if conditional and labels is None:
+        raise GanzooError("this generator is class-conditional: pass the labels to generate")
+    if not conditional and labels is not None:
+        raise GanzooError("labels given to a generator that is not class-conditional (trained with --condition none)")
+    if labels is not None and len(labels) != n:
+        raise GanzooError(f"{len(labels)} labels for {n} samples")
     was_training = generator.training
     generator.eval()
     try:
         z = fixed_noise(n, latent_dim, seed)
-        chunks = [as_samples(generator(z[i:i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)]
+        if labels is None:
+            chunks = [as_samples(generator(z[i:i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)]
+        else:
+            labels = torch.as_tensor(labels).long()
+            chunks = [as_samples(generator(z[i:i + batch_size].to(device),
+                                           labels[i:i + batch_size].to(device))).cpu() for i in range(0, n, batch_size)]
     finally:
         generator.train(was_training)
     return torch.cat(chunks)
+
+
+def grid_count(generator: torch.nn.Module, shape: SampleShape, images: int = 64) -> int:
+    """How many samples a run's picture shows: picture_size's count, or for a conditional generator of images eight
+    per class (a row each)."""
+    from .conditioning import is_conditional
+
+    if shape.kind == "image" and is_conditional(generator):
+        return 8 * generator.num_classes
+    return picture_size(shape, images)
+
+
+def grid_labels(generator: torch.nn.Module, n: int) -> Optional[torch.Tensor]:
+    """The labels of a sample grid of n images, 8 to a row: row k asks for class k mod K (None: unconditional)."""
+    from .conditioning import is_conditional
+
+    if not is_conditional(generator):
+        return None
+    return (torch.arange(n) // 8) % generator.num_classes
 
 
 def picture_size(shape: SampleShape, images: int = 64) -> int:
@@ -134,19 +170,50 @@ def real_points(run: Run, n: int = 20_000) -> Optional[torch.Tensor]:
 
 def load_generator(run: Run | Path | str, device: str = "auto") -> tuple[torch.nn.Module, Run]:
     """Rebuild a run's generator from its architecture plugin and checkpoint (checked against run.json): the
-    exponential moving average of its weights when the run kept one (TrainConfig.ema), else the last weights."""
+    exponential moving average of its weights when the run kept one (TrainConfig.ema), else the last weights.
+    A conditional run's generator comes wrapped by its conditioning method (called as G(z, y))."""
+    from .conditioning import build_generator
     run = run if isinstance(run, Run) else open_run(run)
     if not run.checkpoint.is_file():
         raise GanzooError(f"run {run.path} has no checkpoint ({run.checkpoint.name}); was it trained?")
     payload = checkpoint.load(run.checkpoint, expected_sha256=run.stats.get("checkpoint_sha256"))
     arch = registry.architecture(run.config.arch, run.config.arch_options)
     resolved = _resolved_shape(run)
-    generator = arch.build_generator(run.config.latent_dim, resolved)
+    generator = build_generator(run.config, arch, resolved, num_classes(run))
     part = "generator_ema" if run.config.ema else "generator"  # with EMA on, the averaged weights are the result
     if part not in payload:
         raise GanzooError(f"checkpoint {run.checkpoint} has no {part} weights, which this run's config needs")
     checkpoint.load_state(generator, payload[part], run.checkpoint, part)
     return generator.to(resolve_device(device)), run
+
+
+def num_classes(run: Run) -> Optional[int]:
+    """A conditional run's number of classes (None for unconditional runs)."""
+    if run.config.condition == "none":
+        return None
+    return int(condition_record(run)["num_classes"])
+
+
+def condition_record(run: Run) -> dict:
+    """What a conditional run's config.json records about its conditioning (classes, class counts, where the label
+    enters); {} for an unconditional run."""
+    from .files import read_json
+
+    if run.config.condition == "none":
+        return {}
+    record = read_json(run.path / CONFIG_FILE, "run config").get("resolved", {}).get("condition")
+    if not isinstance(record, dict) or not isinstance(record.get("num_classes"), int):
+        raise GanzooError(f"run config {run.path / CONFIG_FILE} records no class count for its conditioning")
+    return record
+
+
+def run_labels(run: Run, n: int, seed: int) -> Optional[torch.Tensor]:
+    """The labels a conditional run's unconditional metrics are scored with: n labels following the training split's
+    class counts (shuffled by seed); None for unconditional runs."""
+    from .conditioning import proportional_labels
+
+    record = condition_record(run)
+    return proportional_labels(record["class_counts"], n, seed) if record else None
 
 
 def _resolved_shape(run: Run) -> SampleShape:
@@ -164,21 +231,41 @@ def _resolved_shape(run: Run) -> SampleShape:
 
 
 def sample(run: Run | Path | str, n: int = 64, seed: int = 0, out: Optional[Path | str] = None,
-           grid: Optional[Path | str] = None, device: str = "auto", batch_size: int = 500) -> torch.Tensor:
+           grid: Optional[Path | str] = None, device: str = "auto", batch_size: int = 500,
+           labels: Any = None) -> torch.Tensor:
     """Generate n samples from a trained run; optionally save them (.npz, key "images": uint8 images or float32
-    vectors) and a picture (a PNG grid of images, or a scatter plot of points over the real data)."""
+    vectors, and "labels" for a conditional run) and a picture (a PNG grid of images, or a scatter plot of points
+    over the real data).
+
+    A conditional run takes `labels`: one class (an int), a list of n classes, or "balanced" (every class in turn,
+    in blocks, so that the grid shows one row per class); without them, labels follow the training split's class
+    counts (sampling.run_labels(run, n, seed) gives them)."""
+    from .conditioning import labels_argument
+
     if not isinstance(n, int) or n <= 0:
         raise GanzooError(f"n must be a positive integer, got {n!r}")
     generator, run = load_generator(run, device)
-    images = generate(generator, n, run.config.latent_dim, seed, batch_size)
+    classes = num_classes(run)
+    nrow = None
+    if classes is None:
+        if labels is not None:
+            raise GanzooError(f"run {run.path} is unconditional (trained with --condition none): it takes no labels")
+    elif labels is None:
+        labels = run_labels(run, n, seed)
+    else:
+        if isinstance(labels, str) and labels.strip() == "balanced":
+            nrow = -(-n // classes)  # one row per class
+        labels = labels_argument(labels, n, classes)
+    images = generate(generator, n, run.config.latent_dim, seed, batch_size, labels=labels)
     if out is not None:
         out = Path(out)
         if out.suffix != ".npz":
             raise GanzooError(f"--out must name a .npz file, got {out}")
-        atomic_write(out, lambda f: np.savez_compressed(f, images=images.numpy()))
+        arrays = {"images": images.numpy(), **({"labels": labels.numpy()} if labels is not None else {})}
+        atomic_write(out, lambda f: np.savez_compressed(f, **arrays))
     if grid is not None:
         if images.dim() == 4:
-            save_grid(images[:256], grid)
+            save_grid(images[:256], grid, nrow=nrow)
         else:
             save_grid(images, grid, real=real_points(run))
     return images

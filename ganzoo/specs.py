@@ -18,6 +18,8 @@ class DiscriminatorOutput:
 
     logits: torch.Tensor  # (B,) raw, pre-sigmoid scores
     features: torch.Tensor  # (B, F) activations of an intermediate layer (feature matching uses them)
+    # (B, K) class logits of an auxiliary classifier head (the `acgan` conditioning); None without one
+    class_logits: Optional[torch.Tensor] = None
 
 
 # d_loss(real, fake) and g_loss(fake, real): real is None in the generator step unless the variant asks for it.
@@ -40,6 +42,9 @@ STEP_ARGUMENTS = {
     "state": "the variant's own state (VariantSpec.state): a dict of named tensors that the loop checkpoints; "
              "update it in after_discriminator_step / after_generator_step (in place or by assigning a new tensor)",
     "d_optimizer": "the discriminator's torch optimizer (read its settings and moments; do not step it)",
+    "real_labels": "class labels (int64, B) of this step's real batch in a conditional run (TrainConfig.condition); "
+                   "else None. `discriminate` scores with these labels unless given others",
+    "fake_labels": "the class labels (int64, B) the generated batch was asked for in a conditional run; else None",
 }
 
 # What the generator step offers its loss, by name (a loss that declares none of these names is called the first
@@ -59,6 +64,8 @@ GENERATOR_STEP_ARGUMENTS = {
     "step": STEP_ARGUMENTS["step"],
     "rng": STEP_ARGUMENTS["rng"],
     "state": STEP_ARGUMENTS["state"],
+    "real_labels": STEP_ARGUMENTS["real_labels"],
+    "fake_labels": STEP_ARGUMENTS["fake_labels"],
 }
 
 
@@ -214,6 +221,39 @@ class ArchitectureSpec:
     data: tuple[str, ...] = ("image",)  # the kinds of samples it takes: "image", "vector"
     options: dict = field(default_factory=dict)  # name -> Option (``--arch-option key=value``)
     configure: Optional[Callable[[dict], "ArchitectureSpec"]] = None  # typed option values -> configured spec
+    # The conditioning methods (ConditionSpec names) its networks can take; None: every one (the methods wrap G and
+    # D from outside and need only D's (B, F) features). An architecture whose D has no usable features says ().
+    conditions: Optional[tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """A way to make G and D class-conditional (hook ``ganzoo_conditionings``; ``--condition NAME``).
+
+    The core builds the architecture's networks as usual and hands them to the method, which wraps them:
+      generator(build, latent_dim, num_classes) -> a module called as G(z, y): `build(d)` builds the architecture's
+          generator for latents of size d (a method that joins an embedding to z builds it wider), or the method
+          walks the built network (conditional BatchNorm); z is (B, latent_dim), y int64 (B,)
+      discriminator(D, feature_dim, num_classes) -> a module called as D(x, y), returning (logits, features) or
+          (logits, features, class_logits): D is the architecture's discriminator, returning (logits of shape (B,),
+          features of shape (B, feature_dim)); a method adds to the score, or a head on the features
+    discriminator_terms and generator_terms are extra loss terms (specs.Penalty: name, compute, weight, every) added
+    to the variant's D and G objectives whatever the variant (ACGAN's class cross-entropy): compute declares the
+    step arguments it needs (STEP_ARGUMENTS in D's step, GENERATOR_STEP_ARGUMENTS in G's: `real`, `fake` with
+    their class_logits, `real_labels`, `fake_labels`), and each is logged unweighted in its own log.csv column.
+    `record` holds facts a run config keeps about the method as configured (the ACGAN form, where the label enters).
+    """
+
+    name: str
+    description: str
+    generator: Callable[..., nn.Module]
+    discriminator: Callable[..., nn.Module]
+    discriminator_terms: tuple = ()  # of Penalty
+    generator_terms: tuple = ()  # of Penalty
+    paper: str = ""
+    options: dict = field(default_factory=dict)  # name -> Option (``--condition-option key=value``)
+    configure: Optional[Callable[[dict], "ConditionSpec"]] = None
+    record: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

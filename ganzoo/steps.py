@@ -36,30 +36,57 @@ class Discriminate:
     returning float32 logits and features. `forward` may be a compiled wrapper of `module` (same weights);
     `using(weights)` is the same call with other weights (a dict of parameter and buffer names to tensors), run
     through torch.func.functional_call on the plain module: a look-ahead copy of D without copying the module.
+
+    A conditional D (TrainConfig.condition) is called as D(x, y): `discriminate(samples, labels)`, or, without
+    labels, with the ones bound by `given(labels)` (the loop binds the real batch's: a gradient penalty on real or
+    interpolated images is taken under the real labels).
     """
 
     def __init__(self, module: torch.nn.Module, forward: Optional[Callable] = None, pack: int = 1,
-                 autocast: Callable[[], Any] = contextlib.nullcontext, weights: Optional[dict] = None):
+                 autocast: Callable[[], Any] = contextlib.nullcontext, weights: Optional[dict] = None,
+                 conditional: bool = False, labels: Optional[torch.Tensor] = None):
         self.module, self.pack, self.autocast = module, pack, autocast
         self.forward = forward if forward is not None else module
         self.weights = weights
+        self.conditional, self.labels = conditional, labels
 
-    def __call__(self, samples: torch.Tensor) -> DiscriminatorOutput:
+    def __call__(self, samples: torch.Tensor, labels: Optional[torch.Tensor] = None) -> DiscriminatorOutput:
         inputs = pack(samples, self.pack)
+        arguments: tuple = (inputs,)
+        if self.conditional:
+            labels = labels if labels is not None else self.labels
+            if labels is None:
+                raise GanzooError("the conditional discriminator was asked about samples without their labels")
+            if len(labels) != len(samples):
+                raise GanzooError(f"{len(labels)} labels for {len(samples)} samples: a conditional D needs one each")
+            arguments = (inputs, labels)
         with self.autocast():
             if self.weights is None:
-                logits, features = self.forward(inputs)
+                out = self.forward(*arguments)
             else:
-                logits, features = torch.func.functional_call(self.module, self.weights, (inputs,))
-        return DiscriminatorOutput(logits.float(), features.float())  # losses in float32 (a no-op under fp32)
+                out = torch.func.functional_call(self.module, self.weights, arguments)
+        logits, features = out[0], out[1]
+        class_logits = out[2].float() if len(out) > 2 and out[2] is not None else None
+        # losses in float32 (a no-op under fp32)
+        return DiscriminatorOutput(logits.float(), features.float(), class_logits)
+
+    def _copy(self, **changes: Any) -> "Discriminate":
+        settings = dict(module=self.module, forward=self.forward, pack=self.pack, autocast=self.autocast,
+                        weights=self.weights, conditional=self.conditional, labels=self.labels)
+        settings.update(changes)
+        return Discriminate(**settings)
 
     def using(self, weights: dict) -> "Discriminate":
-        return Discriminate(self.module, None, self.pack, self.autocast, weights)
+        return self._copy(forward=None, weights=weights)
 
     def uncompiled(self) -> "Discriminate":
         """The same call on the plain module: gradient penalties differentiate through D twice, which
         torch.compile does not support."""
-        return Discriminate(self.module, None, self.pack, self.autocast, self.weights)
+        return self._copy(forward=None)
+
+    def given(self, labels: Optional[torch.Tensor]) -> "Discriminate":
+        """The same call, scoring samples under `labels` when it is not given others (conditional runs)."""
+        return self._copy(labels=labels)
 
 
 def declared_arguments(fn: Callable, offered: dict = STEP_ARGUMENTS) -> tuple[str, ...]:

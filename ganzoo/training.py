@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, checkpoint, locks, registry
+from . import __version__, checkpoint, conditioning, locks, registry
 from .config import TrainConfig
 from .data import load_split, resolve_root
 from .devices import resolve_device
@@ -31,8 +31,8 @@ from .errors import DivergedError, GanzooError
 from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run, resumable_rows)
-from .sampling import generate, picture_size, save_grid
-from .specs import Recipe, VariantSpec
+from .sampling import generate, grid_count, grid_labels, save_grid
+from .specs import GENERATOR_STEP_ARGUMENTS, Recipe, VariantSpec
 from .steps import Declared, Discriminate, GeneratorLoss
 from .unrolling import lookahead
 from .tensorboard import TensorBoardLog, require_tensorboard
@@ -70,6 +70,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
     variant_entry, arch_entry = registry.get("variant", config.variant), registry.get("architecture", config.arch)
     variant = registry.configure("variant", variant_entry.spec, config.variant_options)
     registry.configure("architecture", arch_entry.spec, config.arch_options)
+    condition_options = config.condition_options
+    if config.condition != conditioning.NONE:  # the method's options as it parses them, defaults filled in
+        condition_entry = registry.get("condition", config.condition)
+        registry.configure("condition", condition_entry.spec, config.condition_options)
+        condition_options = registry.option_values("condition", condition_entry.spec, config.condition_options)
     recipe = variant.recipe
     optimizer = config.optimizer or recipe.optimizer
     betas = config.betas
@@ -80,7 +85,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         lr=config.lr if config.lr is not None else recipe.lr,
         d_steps=config.d_steps if config.d_steps is not None else recipe.d_steps,
         variant_options=registry.option_values("variant", variant_entry.spec, config.variant_options),
-        arch_options=registry.option_values("architecture", arch_entry.spec, config.arch_options))
+        arch_options=registry.option_values("architecture", arch_entry.spec, config.arch_options),
+        condition_options=condition_options)
 
 
 def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool,
@@ -91,6 +97,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     dataset_entry = registry.get("dataset", config.dataset)
     dataset = registry.configure_dataset(dataset_entry.spec, config.dataset_options)  # options fix its shape
     check_architecture_fits(config, arch_spec, dataset)
+    conditioning.check_condition(config, arch_spec, dataset)
+    condition = conditioning.condition_spec(config)  # None: unconditional
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
     held.enter_context(locks.hold(out, "run folder"))  # until train() returns: one writer per run folder
@@ -102,6 +110,13 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     data = load_split(config.dataset, dataset.train_split, config.data_root, config.download, config.dataset_options)
     images = data.images.to(device)
     n_images = len(images)
+    labels, counts = None, None  # a conditional run's real labels (on the device) and class counts
+    if condition is not None:
+        if data.labels is None or len(data.labels) != n_images:
+            raise GanzooError(f"--condition {config.condition}: dataset '{config.dataset}' split "
+                              f"'{dataset.train_split}' has no labels for its samples")
+        labels = data.labels.long().to(device)
+        counts = conditioning.class_counts(data.labels, dataset.num_classes)
     samples_per_step = config.batch_size * config.pack  # real (and generated) samples per discriminator step
     if n_images < samples_per_step:
         packs = f" x pack {config.pack}" if config.pack > 1 else ""
@@ -109,12 +124,11 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                           f"{'images' if dataset.shape.kind == 'image' else 'samples'}")
 
     # ---- models and optimisers; the seed fixes their initial weights ----
+    # Packing (PacGAN) changes only D's input: packs of m samples, m times the channels (or features). A conditioning
+    # method wraps the architecture's networks (G(z, y), D(x, y)); unconditional runs get them as built.
     torch.manual_seed(config.seed)
-    with registry.plugin_code("architecture", config.arch, "build_generator"):
-        G = arch_spec.build_generator(config.latent_dim, dataset.shape).to(device)
-    # Packing (PacGAN) changes only D's input: packs of m samples, m times the channels (or features).
-    with registry.plugin_code("architecture", config.arch, "build_discriminator"):
-        D = arch_spec.build_discriminator(dataset.shape.packed(config.pack)).to(device)
+    G = conditioning.build_generator(config, arch_spec, dataset.shape, dataset.num_classes).to(device)
+    D = conditioning.build_discriminator(config, arch_spec, dataset.shape, dataset.num_classes).to(device)
     _check_batches(config, G, D)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:  # changes only 4-d (conv) weights; linear layers are left as they are
@@ -161,6 +175,15 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             "versions": _versions(),
         },
     }
+    if condition is not None:
+        entry = registry.get("condition", config.condition)
+        resolved["resolved"]["condition"] = {
+            "name": condition.name, "plugin": entry.plugin, "origin": entry.origin, "options": config.condition_options,
+            "paper": condition.paper, "generator": conditioning.describe(G), "discriminator": conditioning.describe(D),
+            "terms": {"discriminator": [{"name": t.name, "weight": t.weight} for t in condition.discriminator_terms],
+                      "generator": [{"name": t.name, "weight": t.weight} for t in condition.generator_terms]},
+            **condition.record, "fake_labels": config.fake_labels, "num_classes": dataset.num_classes,
+            "class_counts": counts}
     if existing is not None and (out / CHECKPOINT_FILE).is_file():
         saved = _resume_state(out / CHECKPOINT_FILE, existing)
         checkpoint.load_state(G, saved["generator"], out / CHECKPOINT_FILE, "generator")
@@ -180,16 +203,20 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     if config.eval_every:  # prepared before the first step: a missing weights file fails now, not at step K
         from .evaluation import TrainingEvaluator
 
-        evaluator = TrainingEvaluator(config, out, device, keep_until=start_step)
-    log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant))
+        evaluator = TrainingEvaluator(config, out, device, keep_until=start_step, class_counts=counts)
+    log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant, condition))
     _write_status(out, "running", start_step, config)
 
-    batch_of_real_images = _EpochBatches(images, samples_per_step, config.seed, layout)
+    batch_of_real_images = _EpochBatches(images, samples_per_step, config.seed, layout, labels)
+    # The classes G is asked for (conditional runs): drawn from the run's noise generator, so fixed by the seed.
+    draw_labels = conditioning.LabelSampler(config.fake_labels, counts, device) if condition is not None else None
 
-    def generate_batch(z: torch.Tensor) -> torch.Tensor:
+    def generate_batch(z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's samples for these latents. With packing, G makes them in `pack` batches of batch_size (BatchNorm
         statistics per batch, as the PacGAN code does) and sample i of batch k goes to pack i, position k."""
         with autocast():
+            if y is not None:  # conditional (never packed: check_condition refuses it)
+                return G_fwd(z, y)
             if config.pack == 1:
                 return G_fwd(z)
             parts = [G_fwd(chunk) for chunk in z.chunk(config.pack)]
@@ -198,13 +225,19 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     # How every piece asks D about samples: one place that prepares D's input (packs of config.pack samples)
     # and runs D. Gradient penalties and look-aheads differentiate through D twice, which torch.compile does not
     # support: they get the uncompiled D (same weights).
-    discriminate = Discriminate(D, D_fwd, config.pack, autocast)
+    discriminate = Discriminate(D, D_fwd, config.pack, autocast, conditional=condition is not None)
     # What penalties, hooks and the generator's loss may ask for by name (specs.STEP_ARGUMENTS and
     # specs.GENERATOR_STEP_ARGUMENTS); each receives only what it declares.
     step_arguments: dict[str, Any] = {"discriminate": discriminate.uncompiled(), "discriminator": D, "generator": G,
-                                      "rng": noise, "state": state, "d_optimizer": opt_d}
+                                      "rng": noise, "state": state, "d_optimizer": opt_d, "real_labels": None,
+                                      "fake_labels": None}
     tensorboard = TensorBoardLog(out, start_step) if config.tensorboard else None
-    penalties = [(penalty, Declared(penalty.compute)) for penalty in variant.penalties]
+    # The variant's penalties, then the conditioning method's D terms (ACGAN's class cross-entropy): both are weighted
+    # terms of D's objective, logged unweighted in their own columns. The method's G terms join G's loss likewise.
+    d_terms = variant.penalties + (condition.discriminator_terms if condition is not None else ())
+    penalties = [(penalty, Declared(penalty.compute)) for penalty in d_terms]
+    g_terms = [(term, Declared(term.compute, GENERATOR_STEP_ARGUMENTS))
+               for term in (condition.generator_terms if condition is not None else ())]
     after_d_step = Declared(variant.after_discriminator_step)
     after_g_step = Declared(variant.after_generator_step)
     generator_loss = GeneratorLoss(variant.generator_loss, variant.generator_needs_real)
@@ -214,19 +247,35 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                                 arguments: dict[str, Any]):
         """D's loss on a real and a generated batch plus its weighted penalties: one objective, so one backward
         pass. `judge` is D (or, in a look-ahead, a copy of it). Returns (objective, penalty values, real, fake)."""
-        real, fake = judge(real_x), judge(fake_x)
+        real, fake = judge(real_x, arguments["real_labels"]), judge(fake_x, arguments["fake_labels"])
         objective = variant.discriminator_loss(real, fake)
-        arguments.update(discriminate=judge.uncompiled(), real_images=real_x, fake_images=fake_x, real=real,
-                         fake=fake)
+        # a penalty's own D calls score under the real labels (conditional runs), unless it passes others
+        arguments.update(discriminate=judge.uncompiled().given(arguments["real_labels"]), real_images=real_x,
+                         fake_images=fake_x, real=real, fake=fake)
         values = []
         for penalty, compute in penalties:
             if arguments["d_step"] % penalty.every:  # lazy: skipped on this step
                 values.append(not_applied)
                 continue
-            value = _scalar(compute(arguments), f"variant '{variant.name}' penalty '{penalty.name}'")
+            owner = (f"variant '{variant.name}' penalty" if penalty in variant.penalties
+                     else f"conditioning '{config.condition}' term")
+            value = _scalar(compute(arguments), f"{owner} '{penalty.name}'")
             objective = objective + (penalty.weight * penalty.every) * value
             values.append(value.detach().float())
         return objective, values, real, fake
+
+    def generator_objective(arguments: dict[str, Any]):
+        """G's loss (the variant's) plus the conditioning method's weighted G terms (ACGAN's class cross-entropy):
+        one objective, one backward pass. Returns (objective, the terms' unweighted values for the log)."""
+        objective, values = generator_loss(arguments), []
+        for term, compute in g_terms:
+            if arguments["step"] % term.every:
+                values.append(not_applied)
+                continue
+            value = _scalar(compute(arguments), f"conditioning '{config.condition}' term '{term.name}'")
+            objective = objective + (term.weight * term.every) * value
+            values.append(value.detach().float())
+        return objective, values
 
     def generator_judge(real_x: torch.Tensor, fake_x: torch.Tensor) -> Discriminate:
         """Whom G's loss asks: D as it is now, or (Unrolled GAN, config.unroll = k) a copy of D advanced k optimizer
@@ -256,12 +305,13 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             #    loss and its penalties make one objective and one backward pass.
             for k in range(config.d_steps):
                 d_step = step * config.d_steps + k
-                real_x = batch_of_real_images(d_step)
+                real_x, real_y = batch_of_real_images(d_step)  # real_y: the batch's labels (None: unconditional)
                 z = torch.randn(samples_per_step, config.latent_dim, device=device, generator=noise)
+                fake_y = draw_labels(samples_per_step, noise) if draw_labels is not None else None
                 last = k == config.d_steps - 1
                 with torch.set_grad_enabled(last):
-                    fake_x = generate_batch(z)
-                step_arguments.update(step=step, d_step=d_step)
+                    fake_x = generate_batch(z, fake_y)
+                step_arguments.update(step=step, d_step=d_step, real_labels=real_y, fake_labels=fake_y)
                 d_loss, penalty_values, real, _ = discriminator_objective(discriminate, real_x, fake_x.detach(),
                                                                            step_arguments)
                 opt_d.zero_grad(set_to_none=True)
@@ -280,18 +330,19 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                 # D itself still sees the batch, for the log and so that its BatchNorm statistics and spectral norm
                 # iterations move exactly as without unrolling (then D's updates are the same too).
                 with torch.no_grad():
-                    logged = discriminate(fake_x)
+                    logged = discriminate(fake_x, fake_y)
                     if generator_loss.needs_real:
-                        discriminate(real_x)
-            fake = judge(fake_x)
+                        discriminate(real_x, real_y)
+            fake = judge(fake_x, fake_y)
             with torch.no_grad():  # D(G(z)) for the log, by the updated D (not a look-ahead copy)
                 d_fake = variant.d_value((fake if judge is discriminate else logged).logits.detach()).mean()
             real_now = None
             if generator_loss.needs_real:
                 with torch.no_grad():
-                    real_now = judge(real_x)
-            g_loss = generator_loss({**step_arguments, "fake": fake, "real": real_now, "fake_images": fake_x,
-                                     "real_images": real_x, "discriminate": judge.uncompiled()})
+                    real_now = judge(real_x, real_y)
+            g_arguments = {**step_arguments, "fake": fake, "real": real_now, "fake_images": fake_x,
+                           "real_images": real_x, "discriminate": judge.uncompiled().given(fake_y)}
+            g_loss, g_term_values = generator_objective(g_arguments)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -304,7 +355,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             # 3) Bookkeeping, kept on the device until the next flush.
             with torch.no_grad():
                 pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake,
-                                            *penalty_values]).float())
+                                            *penalty_values, *g_term_values]).float())
             pending_times.append(wall_before + time.perf_counter() - started)
             done = step + 1
             evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
@@ -334,8 +385,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     evaluated = _plain(G_ema or G, config)
                     evaluator(evaluated, done)
                     if tensorboard is not None:
-                        tensorboard.evaluation(done, evaluator.last, generate(
-                            evaluated, picture_size(dataset.shape, GRID_SIZE), config.latent_dim, GRID_SEED),
+                        pictured = grid_count(evaluated, dataset.shape, GRID_SIZE)  # conditional: a row per class
+                    tensorboard.evaluation(done, evaluator.last, generate(
+                            evaluated, pictured, config.latent_dim, GRID_SEED, labels=grid_labels(evaluated, pictured)),
                             real=images[:20_000].cpu() if images.dim() == 2 else None)
                     started += time.perf_counter() - evaluation_started  # the clock leaves evaluation out
                 if done % config.checkpoint_every == 0 or done == config.steps:
@@ -376,8 +428,11 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- finish: a sample grid from fixed noise and the final status ----
     wall = wall_before + time.perf_counter() - started
-    figure_samples = generate(_plain(G_ema or G, config), picture_size(dataset.shape, GRID_SIZE), config.latent_dim,
-                              GRID_SEED)
+    # a conditional run's grid has one row per class (row k asked for class k)
+    pictured = _plain(G_ema or G, config)
+    n_pictured = grid_count(pictured, dataset.shape, GRID_SIZE)
+    figure_samples = generate(pictured, n_pictured, config.latent_dim, GRID_SEED,
+                              labels=grid_labels(pictured, n_pictured))
     save_grid(figure_samples, out / GRID_FILE, nrow=8, real=images[:20_000].cpu() if images.dim() == 2 else None)
     status = read_json(out / STATUS_FILE, "run status")
     final = _final_stats(out / LOG_FILE)
@@ -531,10 +586,11 @@ def _scalar(value: Any, what: str) -> torch.Tensor:
     return value.reshape(())
 
 
-def _log_columns(variant: VariantSpec) -> tuple[str, ...]:
+def _log_columns(variant: VariantSpec, condition=None) -> tuple[str, ...]:
     """log.csv's header: the fixed columns, each penalty's unweighted value (empty on steps a lazy penalty
-    skips), then the wall clock."""
-    return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), LOG_COLUMNS[-1])
+    skips), a conditioning method's D and G terms likewise, then the wall clock."""
+    terms = (*condition.discriminator_terms, *condition.generator_terms) if condition is not None else ()
+    return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), *(t.name for t in terms), LOG_COLUMNS[-1])
 
 
 def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None:
@@ -561,22 +617,25 @@ class _EpochBatches:
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
-                 layout: torch.memory_format = torch.contiguous_format):
+                 layout: torch.memory_format = torch.contiguous_format, labels: Optional[torch.Tensor] = None):
         self.images, self.batch_size, self.seed, self.layout = images, batch_size, seed, layout
+        self.labels = labels
         self.per_epoch = len(images) // batch_size
         self.epoch, self.order = -1, None
 
-    def __call__(self, draw: int) -> torch.Tensor:
+    def __call__(self, draw: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(the batch, its labels: None when the run is unconditional)."""
         epoch, position = divmod(draw, self.per_epoch)
         if epoch != self.epoch:
             perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
                 self.seed * 1_000_003 + epoch))
             self.epoch, self.order = epoch, perm.to(self.images.device)
         idx = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        labels = self.labels[idx] if self.labels is not None else None
         if self.images.dtype != torch.uint8:  # vectors are stored as the floats they are
-            return self.images[idx]
+            return self.images[idx], labels
         batch = self.images[idx].float().div_(127.5).sub_(1.0)  # uint8 [0, 255] -> float [-1, 1]
-        return batch if self.layout == torch.contiguous_format else batch.contiguous(memory_format=self.layout)
+        return (batch if self.layout == torch.contiguous_format else batch.contiguous(memory_format=self.layout)), labels
 
 
 class _LogWriter:

@@ -46,7 +46,7 @@ def by_hand(variant_name: str, arch_name: str, steps: int, batch_size: int, seed
     noise = torch.Generator().manual_seed(seed)
     batches = _EpochBatches(images, batch_size, seed)
     for step in range(steps):
-        real_x = batches(step)
+        real_x, _ = batches(step)
         fake_x = G(torch.randn(batch_size, 100, generator=noise))
         d_loss = variant.discriminator_loss(Out(*D(real_x)), Out(*D(fake_x.detach())))
         opt_d.zero_grad()
