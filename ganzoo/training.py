@@ -386,7 +386,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                     evaluator(evaluated, done)
                     if tensorboard is not None:
                         pictured = grid_count(evaluated, dataset.shape, GRID_SIZE)  # conditional: a row per class
-                    tensorboard.evaluation(done, evaluator.last, generate(
+                        tensorboard.evaluation(done, evaluator.last, generate(
                             evaluated, pictured, config.latent_dim, GRID_SEED, labels=grid_labels(evaluated, pictured)),
                             real=images[:20_000].cpu() if images.dim() == 2 else None)
                     started += time.perf_counter() - evaluation_started  # the clock leaves evaluation out
