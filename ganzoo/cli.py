@@ -177,6 +177,16 @@ def _add_train(p):
     remedies.add_argument("--unroll", type=int, default=d.unroll, metavar="K",
                           help="Unrolled GAN: G's loss through a copy of D advanced K optimizer steps, with "
                                "gradients through them (default 0: off)")
+    small = p.add_argument_group("small data (any variant and architecture; README 'Small data')")
+    small.add_argument("--augment", default=d.augment, metavar="NAME",
+                       help="differentiable augmentation of every image D sees, real and generated: diffaugment, "
+                            "ada, or a plugin's (`ganzoo list` shows them; default: none)")
+    small.add_argument("--augment-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="augmentation option, repeatable, e.g. policy=color,translation for diffaugment, "
+                            "target=0.6 speed=500000 for ada")
+    small.add_argument("--train-subset", type=int, default=d.train_subset, metavar="N",
+                       help="train on N images of the training split, stratified by class where it has labels "
+                            "(the same N for every seed; the reference split unchanged; default 0: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -225,6 +235,8 @@ def run_train(args) -> int:
                          variant_options=parse_options(args.variant_option, "--variant-option"),
                          arch_options=parse_options(args.arch_option, "--arch-option"),
                          ema=args.ema, ema_start=args.ema_start, pack=args.pack, unroll=args.unroll,
+                         augment=args.augment, augment_options=parse_options(args.augment_option, "--augment-option"),
+                         train_subset=args.train_subset,
                          eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          eval_metrics=list(parse_metrics(args.eval_metrics) or []) or None,
@@ -292,8 +304,9 @@ def parse_setups(given: list[str]) -> Optional[dict[str, dict[str, str]]]:
             if not eq or not key.strip():
                 raise GanzooError(f"--setup {name}: expected KEY=VALUE, got {pair!r}")
             target, key = changes, key.strip()
-            if key.startswith("arch_options."):
-                target, key = changes.setdefault("arch_options", {}), key[len("arch_options."):]
+            for table in ("arch_options", "augment_options"):
+                if key.startswith(f"{table}."):
+                    target, key = changes.setdefault(table, {}), key[len(table) + 1:]
             target[key] = _toml_value(value.strip())
         setups[name.strip()] = changes
     return setups or None

@@ -37,3 +37,8 @@ def ganzoo_feature_extractors() -> list:
 @hookspec
 def ganzoo_metrics() -> list:
     """Return a list of MetricSpec: ways to score generated samples (IS/FID/KID, mode coverage, ...)."""
+
+
+@hookspec
+def ganzoo_augmentations() -> list:
+    """Return a list of AugmentationSpec: differentiable augmentations of what D sees (DiffAugment, ADA, ...)."""

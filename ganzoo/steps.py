@@ -32,20 +32,23 @@ def pack(samples: torch.Tensor, m: int) -> torch.Tensor:
 class Discriminate:
     """samples -> DiscriminatorOutput: the one way the loop, the losses, the penalties and a look-ahead ask D.
 
-    It prepares D's input (packs of `pack` samples) and runs D, under bf16 autocast when training asks for it,
-    returning float32 logits and features. `forward` may be a compiled wrapper of `module` (same weights);
-    `using(weights)` is the same call with other weights (a dict of parameter and buffer names to tensors), run
-    through torch.func.functional_call on the plain module: a look-ahead copy of D without copying the module.
+    It prepares D's input (the run's augmentation of each sample, then packs of `pack` samples) and runs D, under
+    bf16 autocast when training asks for it, returning float32 logits and features. `forward` may be a compiled
+    wrapper of `module` (same weights); `using(weights)` is the same call with other weights (a dict of parameter and
+    buffer names to tensors), run through torch.func.functional_call on the plain module: a look-ahead copy of D
+    without copying the module. Both keep the augmentation, so penalties and look-aheads see what D sees.
     """
 
     def __init__(self, module: torch.nn.Module, forward: Optional[Callable] = None, pack: int = 1,
-                 autocast: Callable[[], Any] = contextlib.nullcontext, weights: Optional[dict] = None):
+                 autocast: Callable[[], Any] = contextlib.nullcontext, weights: Optional[dict] = None,
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.module, self.pack, self.autocast = module, pack, autocast
         self.forward = forward if forward is not None else module
-        self.weights = weights
+        self.weights, self.augment = weights, augment
 
     def __call__(self, samples: torch.Tensor) -> DiscriminatorOutput:
-        inputs = pack(samples, self.pack)
+        # Augmented in float32 sample by sample (differentiably: G's gradient flows through), then packed.
+        inputs = pack(samples if self.augment is None else self.augment(samples), self.pack)
         with self.autocast():
             if self.weights is None:
                 logits, features = self.forward(inputs)
@@ -54,12 +57,16 @@ class Discriminate:
         return DiscriminatorOutput(logits.float(), features.float())  # losses in float32 (a no-op under fp32)
 
     def using(self, weights: dict) -> "Discriminate":
-        return Discriminate(self.module, None, self.pack, self.autocast, weights)
+        return Discriminate(self.module, None, self.pack, self.autocast, weights, self.augment)
 
     def uncompiled(self) -> "Discriminate":
         """The same call on the plain module: gradient penalties differentiate through D twice, which
         torch.compile does not support."""
-        return Discriminate(self.module, None, self.pack, self.autocast, self.weights)
+        return Discriminate(self.module, None, self.pack, self.autocast, self.weights, self.augment)
+
+    def plain(self) -> "Discriminate":
+        """The same D without augmentation: what D makes of the images themselves (the overfitting signal)."""
+        return Discriminate(self.module, self.forward, self.pack, self.autocast, self.weights)
 
 
 def declared_arguments(fn: Callable, offered: dict = STEP_ARGUMENTS) -> tuple[str, ...]:
