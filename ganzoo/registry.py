@@ -94,7 +94,7 @@ RESERVED_COLUMNS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "time_s"}
 # Fields a results record holds besides its metrics: a metric column must not take one of these names.
 RESERVED_METRIC_COLUMNS = RESERVED_COLUMNS | {"key", "kind", "status", "error", "variant", "arch", "dataset", "seed",
                                               "run", "recipe", "steps", "wall_time_s", "images_per_s", "best_fid",
-                                              "final_fid", "metric_info", "setup"}
+                                              "final_fid", "metric_info", "setup", "d_train", "d_heldout", "d_gap"}
 
 
 def _spec_problem(spec: Any) -> str:
@@ -197,7 +197,7 @@ def _variant_problem(spec: VariantSpec) -> str:
     seen = set()
     for penalty in spec.penalties:
         if not isinstance(penalty.name, str) or not COLUMN_NAME.match(penalty.name) \
-                or penalty.name in RESERVED_COLUMNS or penalty.name in seen:
+                or penalty.name in RESERVED_COLUMNS or penalty.name in seen or penalty.name.startswith("augment_"):
             return (f"'{name}' penalty name {penalty.name!r} must be a new log column name "
                     "(lowercase letters, digits, underscores)")
         seen.add(penalty.name)
