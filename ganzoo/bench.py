@@ -613,6 +613,11 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
                                       ("architecture", "arch", config.arch, config.arch_options)):
         for key, value in registry.declared_values(kind, name, given).items():
             columns[f"option.{prefix}.{name}.{key}"] = value
+    if config.augment:  # small data: the augmentation's options, and the training-set size
+        for key, value in registry.declared_values("augmentation", config.augment, config.augment_options).items():
+            columns[f"option.augment.{config.augment}.{key}"] = value
+    if config.train_subset:
+        columns["train_subset"] = config.train_subset
     return columns
 
 

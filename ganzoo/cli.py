@@ -250,6 +250,11 @@ def run_train(args) -> int:
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('g_images_per_s', 0):.0f} generated img/s")
     print(f"recipe: {describe_training(run.config)}")
+    overfitting = s.get("overfitting")
+    if overfitting:
+        print(f"overfitting: mean D on {overfitting['images']} training images {overfitting['d_train']:.3f}, on as many "
+              f"held-out ones {overfitting['d_heldout']:.3f}, gap {overfitting['d_gap']:+.3f}"
+              + "".join(f"; {k[len('augment_'):]} {v:.3g}" for k, v in final.items() if k.startswith("augment_")))
     print(f"samples: {run.grid}")
     if s.get("best_fid") is not None:
         print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "

@@ -243,6 +243,7 @@ def test_train_subset_trains_on_that_many_images(tmp_path, cli):
     dataset = config["resolved"]["dataset"]
     assert dataset["train_images"] == 100 and dataset["info"]["train_subset"]["size"] == 100
     assert "train_subset=100" in out
+    assert "overfitting: mean D on 96 training images" in out  # min(100, 1000) in whole batches of 16
 
 
 @pytest.mark.parametrize("argv,message", [
