@@ -31,7 +31,7 @@ def color(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         mean = x.mean(dim=1, keepdim=True)
         x = (x - mean) * saturation + mean
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * (_uniform(images, rng) + 0.5)  + mean  # contrast
+    x = (x - mean) * (_uniform(images, rng) + 0.5) + mean  # contrast
     return x.clamp(-1.0, 1.0)
 
 
