@@ -706,6 +706,11 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
     if config.condition != "none":  # option.condition.acgan.fake_term, ...
         for key, value in registry.declared_values("condition", config.condition, config.condition_options).items():
             columns[f"option.condition.{config.condition}.{key}"] = value
+    if config.augment:  # small data: the augmentation's options, and the training-set size
+        for key, value in registry.declared_values("augmentation", config.augment, config.augment_options).items():
+            columns[f"option.augment.{config.augment}.{key}"] = value
+    if config.train_subset:
+        columns["train_subset"] = config.train_subset
     return columns
 
 
@@ -739,7 +744,10 @@ def _run_stats(run_dir: Path) -> dict[str, Any]:
             "best_fid": stats.get("best_fid"), "best_fid_step": stats.get("best_fid_step"),
             "final_fid": stats.get("final_fid"),
             "final_d_loss": final.get("d_loss"), "final_g_loss": final.get("g_loss"),
-            "final_d_real": final.get("d_real"), "final_d_fake": final.get("d_fake")}
+            "final_d_real": final.get("d_real"), "final_d_fake": final.get("d_fake"),
+            # small data: the overfitting signal and the augmentation's final state (ADA's p), where the run has them
+            **{f"{k}": v for k, v in stats.get("overfitting", {}).items() if k != "images"},
+            **{k: v for k, v in final.items() if k.startswith("augment_")}}
 
 
 def _real_row(spec: BenchSpec, dataset: str, inception_weights: Optional[str]) -> dict[str, Any]:

@@ -186,6 +186,16 @@ def _add_train(p):
     conditional.add_argument("--fake-labels", default=d.fake_labels, metavar="HOW",
                              help="classes G is asked for in training: uniform (default) or data (the training "
                                   "split's label distribution)")
+    small = p.add_argument_group("small data (any variant and architecture; README 'Small data')")
+    small.add_argument("--augment", default=d.augment, metavar="NAME",
+                       help="differentiable augmentation of every image D sees, real and generated: diffaugment, "
+                            "ada, or a plugin's (`ganzoo list` shows them; default: none)")
+    small.add_argument("--augment-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="augmentation option, repeatable, e.g. policy=color,translation for diffaugment, "
+                            "target=0.6 speed=500000 for ada")
+    small.add_argument("--train-subset", type=int, default=d.train_subset, metavar="N",
+                       help="train on N images of the training split, stratified by class where it has labels "
+                            "(the same N for every seed; the reference split unchanged; default 0: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--data-root", default=None, help="folder holding downloaded datasets (default: GANZOO_DATA "
                    "or ~/.local/share/ganzoo/data)")
@@ -236,7 +246,10 @@ def run_train(args) -> int:
                          ema=args.ema, ema_start=args.ema_start, pack=args.pack, unroll=args.unroll,
                          condition=args.condition,
                          condition_options=parse_options(args.condition_option, "--condition-option"),
-                         fake_labels=args.fake_labels, eval_every=args.eval_every, eval_samples=args.eval_samples,
+                         fake_labels=args.fake_labels,
+                         augment=args.augment, augment_options=parse_options(args.augment_option, "--augment-option"),
+                         train_subset=args.train_subset,
+                         eval_every=args.eval_every, eval_samples=args.eval_samples,
                          eval_extractor=args.eval_extractor, inception_weights=args.inception_weights,
                          eval_metrics=list(parse_metrics(args.eval_metrics) or []) or None,
                          precision=args.precision, adam=args.adam, compile=args.compile,
@@ -249,6 +262,11 @@ def run_train(args) -> int:
           f"D(x) {final.get('d_real', float('nan')):.3f}  D(G(z)) {final.get('d_fake', float('nan')):.3f}  "
           f"{s.get('wall_time_s', 0):.1f} s  {s.get('g_images_per_s', 0):.0f} generated img/s")
     print(f"recipe: {describe_training(run.config)}")
+    overfitting = s.get("overfitting")
+    if overfitting:
+        print(f"overfitting: mean D on {overfitting['images']} training images {overfitting['d_train']:.3f}, on as many "
+              f"held-out ones {overfitting['d_heldout']:.3f}, gap {overfitting['d_gap']:+.3f}"
+              + "".join(f"; {k[len('augment_'):]} {v:.3g}" for k, v in final.items() if k.startswith("augment_")))
     print(f"samples: {run.grid}")
     if s.get("best_fid") is not None:
         print(f"{s.get('eval_extractor')} FID during training: best {s['best_fid']:.4f} at step "
@@ -303,8 +321,9 @@ def parse_setups(given: list[str]) -> Optional[dict[str, dict[str, str]]]:
             if not eq or not key.strip():
                 raise GanzooError(f"--setup {name}: expected KEY=VALUE, got {pair!r}")
             target, key = changes, key.strip()
-            if key.startswith("arch_options."):
-                target, key = changes.setdefault("arch_options", {}), key[len("arch_options."):]
+            for table in ("arch_options", "augment_options"):
+                if key.startswith(f"{table}."):
+                    target, key = changes.setdefault(table, {}), key[len(table) + 1:]
             target[key] = _toml_value(value.strip())
         setups[name.strip()] = changes
     return setups or None

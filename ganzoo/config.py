@@ -22,7 +22,8 @@ OPERATIONAL_FIELDS = {"device", "checkpoint_every", "data_root", "download",
 # those runs keep their keys (bench names run folders and result rows by key).
 LATE_IDENTITY_DEFAULTS = {"precision": "fp32", "optimizer": "adam", "variant_options": {}, "arch_options": {},
                           "ema": 0.0, "ema_start": 0, "pack": 1, "unroll": 0,
-                          "condition": "none", "condition_options": {}, "fake_labels": "uniform"}
+                          "condition": "none", "condition_options": {}, "fake_labels": "uniform",
+                          "augment": "", "augment_options": {}, "train_subset": 0}
 # The fields a variant's recipe fills in when the user leaves them at None (specs.Recipe).
 RECIPE_FIELDS = ("d_steps", "optimizer", "lr", "betas")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -108,6 +109,14 @@ class TrainConfig:
     condition: str = "none"
     condition_options: dict = field(default_factory=dict)
     fake_labels: str = "uniform"
+    # Small data (training.py; README "Small data"). augment: a differentiable augmentation of every image D sees
+    # (an AugmentationSpec plugin: "diffaugment", "ada"; "": none), with --augment-option key=value options.
+    augment: str = ""
+    augment_options: dict = field(default_factory=dict)
+    # Train on a subset of N images of the training split: stratified by class for labelled datasets (each class in
+    # its share), a plain random subset otherwise; the same subset for every seed; the reference split unchanged.
+    # 0: the whole split.
+    train_subset: int = 0
     eval_every: int = 0  # steps between IS/FID/KID evaluations written to eval.csv (0: off; the last step too)
     eval_samples: int = 5000  # generated images per evaluation during training
     eval_extractor: Optional[str] = None  # feature extractor for those (None: the dataset's default)
@@ -150,6 +159,16 @@ class TrainConfig:
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or self.unroll < 0:
             raise GanzooError(f"unroll must be a non-negative integer (look-ahead steps of D; 0: off), "
                               f"got {self.unroll!r}")
+        if not isinstance(self.augment, str):
+            raise GanzooError(f"augment must be an augmentation's name (or empty for none), got {self.augment!r}")
+        object.__setattr__(self, "augment", "" if self.augment.strip() in ("", "none") else self.augment.strip())
+        object.__setattr__(self, "augment_options", _typed_options(self.augment_options, "augmentation"))
+        if self.augment_options and not self.augment:
+            raise GanzooError(f"augment options ({', '.join(self.augment_options)}) given without an augmentation; "
+                              "add --augment diffaugment or --augment ada")
+        if not isinstance(self.train_subset, int) or isinstance(self.train_subset, bool) or self.train_subset < 0:
+            raise GanzooError(f"train-subset must be a non-negative integer (images to train on; 0: the whole "
+                              f"split), got {self.train_subset!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise GanzooError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.optimizer == "rmsprop" and self.betas is not None:
@@ -224,6 +243,22 @@ def describe_training(config: TrainConfig) -> str:
                **({"unroll": config.unroll} if config.unroll else {}),
                **({"condition": config.condition} if config.condition != "none" else {}),
                **{f"condition.{k}": v for k, v in config.condition_options.items()},
-               **({"fake_labels": config.fake_labels} if config.fake_labels != "uniform" else {})}
+               **({"fake_labels": config.fake_labels} if config.fake_labels != "uniform" else {}),
+               **({"augment": config.augment} if config.augment else {}),
+               **{f"augment.{k}": v for k, v in _non_default_augment_options(config).items()},
+               **({"train_subset": config.train_subset} if config.train_subset else {})}
     return describe_recipe(config) + "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
                                              for k, v in options.items())
+
+
+def _non_default_augment_options(config: TrainConfig) -> dict[str, Any]:
+    """The augmentation's options that differ from its defaults (a resolved config holds all of them)."""
+    if not config.augment:
+        return {}
+    from . import registry
+
+    try:
+        declared = registry.get("augmentation", config.augment).spec.options
+    except GanzooError:  # a run whose augmentation plugin is not installed here: show what it recorded
+        return dict(config.augment_options)
+    return {k: v for k, v in config.augment_options.items() if k not in declared or declared[k].default != v}

@@ -54,3 +54,44 @@ def _load_split(dataset: str, split: str, root: str, download: bool, options: tu
 
 
 load_split.cache_clear = _load_split.cache_clear  # tests and long-lived notebooks can drop the cache
+
+
+SUBSET_SEED = 20_200_611  # one fixed subset per (dataset, N) whatever the run's seed, as ADA's limited-data runs use
+
+
+def training_subset(data: ImageData, n: int, dataset: str, batch: int = 1) -> tuple[ImageData, dict]:
+    """N images of a training split: stratified when it has labels (each class gets its share of N, rounded by
+    largest remainder, ties to the lower class), a plain random subset when it has none. The same N images for
+    every seed and run (SUBSET_SEED); returns the subset and what run configs record of it."""
+    total = len(data.images)
+    what = "images" if data.images.dtype == torch.uint8 else "samples"
+    if n > total:
+        raise GanzooError(f"train-subset {n} is larger than the {total} training {what} of '{dataset}'")
+    if n < batch:
+        raise GanzooError(f"train-subset {n} is smaller than a batch ({batch} {what} a step); lower --batch-size "
+                          "or raise --train-subset")
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    if data.labels is None:
+        chosen = torch.randperm(total, generator=g)[:n]
+        rule = "random"
+    else:
+        classes, counts = torch.unique(data.labels, return_counts=True)
+        share = counts.double() * n / total
+        take = share.floor().long()
+        remainder = share - take
+        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), int(classes[i])))
+        for i in order[:n - int(take.sum())]:
+            take[i] += 1
+        parts = []
+        for c, k in zip(classes.tolist(), take.tolist()):
+            members = (data.labels == c).nonzero().flatten()
+            parts.append(members[torch.randperm(len(members), generator=g)[:k]])
+        chosen = torch.cat(parts)
+        rule = "stratified by class"
+    chosen = chosen.sort().values
+    import hashlib
+
+    record = {"size": n, "of": total, "rule": rule, "seed": SUBSET_SEED,
+              "indices_sha256": hashlib.sha256(chosen.numpy().astype("int64").tobytes()).hexdigest()[:16]}
+    labels = data.labels[chosen] if data.labels is not None else None
+    return ImageData(data.images[chosen], labels, {**data.info, "train_subset": record}), record

@@ -42,3 +42,8 @@ def ganzoo_metrics() -> list:
 @hookspec
 def ganzoo_conditionings() -> list:
     """Return a list of ConditionSpec: ways to make G and D class-conditional (concat, projection, ACGAN, ...)."""
+
+
+@hookspec
+def ganzoo_augmentations() -> list:
+    """Return a list of AugmentationSpec: differentiable augmentations of what D sees (DiffAugment, ADA, ...)."""

@@ -30,9 +30,14 @@ KIND_ORDER = {"real": 0, "run": 1, "untrained": 2}
 # are the columns of records written before metrics were plugins, and the FID curve's two summary columns.
 METRICS = [("fid", "fid", -1), ("is_mean", "is", +1), ("kid_mean", "kid", -1), ("precision", "precision", +1),
            ("recall", "recall", +1), ("best_fid", "best_fid", -1),
-           ("final_fid", "last_fid", -1), ("classes_covered", "classes", +1), ("class_kl", "class_kl", -1)]
+           ("final_fid", "last_fid", -1), ("classes_covered", "classes", +1), ("class_kl", "class_kl", -1),
+           ("d_gap", "d_gap", 0), ("augment_p", "aug_p", 0)]
 CURVE = {"best_fid", "final_fid"}  # from the in-training FID curve, not from a metric's final score
-LEGACY_FORMATS = {"fid": ".2f", "is": ".2f", "kid": ".4g", "precision": ".3f", "recall": ".3f", "best_fid": ".2f",
+# From the run's own final stats (training.py), shown where a run has them, never ranked (direction 0): the
+# overfitting signal (D's mean output on training images minus held-out real ones) and ADA's final p.
+RUN_FACTS = {"d_gap", "augment_p"}
+LEGACY_FORMATS = {"d_gap": ".3f", "aug_p": ".2f",
+                  "fid": ".2f", "is": ".2f", "kid": ".4g", "precision": ".3f", "recall": ".3f", "best_fid": ".2f",
                   "last_fid": ".2f", "classes": ".1f", "class_kl": ".3f"}
 # Protocol fields that must agree before two scores may be ranked against each other (records written before
 # metrics were plugins; newer records also name their metrics' own fields).
@@ -73,7 +78,7 @@ def metric_columns(frame: pd.DataFrame) -> list[dict]:
                     found[name] = {**column, "name": name, "board": column.get("board") or name}
     if any(not isinstance(info, dict) for info in infos):
         for source, board, direction in METRICS:
-            if source not in CURVE and source in frame and source not in found:
+            if source not in CURVE | RUN_FACTS and source in frame and source not in found:
                 found[source] = {"name": source, "board": board, "header": HEADERS[board],
                                  "better": "lower" if direction < 0 else "higher", "format": LEGACY_FORMATS[board],
                                  "shown": True}
@@ -84,7 +89,7 @@ def _board_columns(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
     """(record column, board column, direction) of every metric column, then the FID curve's two columns."""
     columns = [(c["name"], c.get("board") or c["name"], -1 if c.get("better") == "lower" else +1)
                for c in metric_columns(frame)]
-    return columns + [c for c in METRICS if c[0] in CURVE]
+    return columns + [c for c in METRICS if c[0] in CURVE | RUN_FACTS and c[0] in frame]
 
 
 def _rank_columns(frame: pd.DataFrame) -> dict[str, str]:
@@ -310,7 +315,8 @@ def protocol_of(frame: pd.DataFrame) -> dict[str, Any]:
 
 HEADERS = {"fid": "FID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall",
            "best_fid": "best FID (curve)",
-           "last_fid": "last FID (curve)", "classes": "classes >=5%", "class_kl": "class KL"}
+           "last_fid": "last FID (curve)", "classes": "classes >=5%", "class_kl": "class KL",
+           "d_gap": "D gap (train - held-out)", "aug_p": "aug. p (final)"}
 
 
 def _fmt(value: float, spec: str = ".2f") -> str:
@@ -322,11 +328,11 @@ def shown_metrics(board: pd.DataFrame) -> list[tuple[str, str, int, str]]:
     the board's records describe (metrics are plugins), then the FID curve's columns where a run kept a curve."""
     columns = board.attrs.get("metric_columns") or [
         {"board": b, "header": HEADERS[b], "better": "lower" if d < 0 else "higher", "format": LEGACY_FORMATS[b]}
-        for src, b, d in METRICS if src not in CURVE]
+        for src, b, d in METRICS if src not in CURVE | RUN_FACTS]
     shown = [(c["board"], c.get("header") or c["board"], -1 if c.get("better") == "lower" else +1,
               c.get("format") or ".3g") for c in columns if c.get("shown", True) and c["board"] in board]
     shown += [(b, HEADERS[b], d, LEGACY_FORMATS[b]) for src, b, d in METRICS
-              if src in CURVE and b in board and board[b].notna().any()]
+              if src in CURVE | RUN_FACTS and b in board and board[b].notna().any()]
     return shown
 
 
@@ -341,7 +347,8 @@ def display_table(board: pd.DataFrame, bold: Optional[callable] = None) -> pd.Da
     for name, _, direction, _ in metrics:
         values = board.loc[runs & (board["completed"] + board["failed"] > 0), name].dropna()
         if len(values):
-            best[name] = values.min() if direction < 0 else values.max()
+            if direction:  # run facts (the overfitting gap, ADA's p) are not ranked
+                best[name] = values.min() if direction < 0 else values.max()
     out = pd.DataFrame({"variant": board["variant"]})
     if "setup" in board and (board["setup"].fillna("") != "").any():
         out["setup"] = board["setup"].fillna("").replace("", "-")
@@ -489,7 +496,8 @@ def summary_table(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             continue
         spread = f"{column}_{board.attrs.get('spread', 'sd')}" if column in ranked_columns(board) else None
         out[header] = [_summary_cell(row, column, spec, spread) for _, row in board.iterrows()]
-        out.attrs.setdefault("arrows", {})[header] = "↓" if better < 0 else "↑"
+        if better:
+            out.attrs.setdefault("arrows", {})[header] = "↓" if better < 0 else "↑"
         if spread:
             out.attrs.setdefault("ranked", []).append(header)  # never left out to fit
         numeric.append(header)

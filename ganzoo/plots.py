@@ -130,7 +130,7 @@ def losses(folder: Path, runs: pd.DataFrame):
         if not logs:
             continue
         mean = pd.concat(logs).groupby("step").mean(numeric_only=True).rolling(SMOOTH, min_periods=1).mean()
-        penalties = [c for c in mean.columns if c not in LOG_COLUMNS]
+        penalties = [c for c in mean.columns if c not in LOG_COLUMNS and not c.startswith("augment_")]
         curves[label] = (mean, _equilibrium(folder / group["run"].iloc[0]), penalties)
     if not curves:
         return None
@@ -138,13 +138,23 @@ def losses(folder: Path, runs: pd.DataFrame):
     probabilities = {k: v for k, v in curves.items() if v[1] is not None}
     critics = {k: v for k, v in curves.items() if v[1] is None}
     with_penalties = {k: v for k, v in curves.items() if v[2]}
+    augmented = {k: v for k, v in curves.items() if any(c.startswith("augment_") for c in v[0].columns)}
     rows = [("losses", curves)] + [(kind, group) for kind, group in (
-        ("probabilities", probabilities), ("critics", critics), ("penalties", with_penalties)) if group]
+        ("probabilities", probabilities), ("critics", critics), ("penalties", with_penalties),
+        ("augmentation", augmented)) if group]
     fig = plt.figure(figsize=(11, 3.5 * len(rows)))
     grid = fig.add_gridspec(len(rows), 2)
     first = None
     for r, (kind, group) in enumerate(rows):
-        if kind == "penalties":
+        if kind == "augmentation":  # ADA's p and the overfitting signal r_t it steers by
+            axes = [fig.add_subplot(grid[r, :], sharex=first)]
+            for label, (mean, _, _) in group.items():
+                for column, style in zip([c for c in mean.columns if c.startswith("augment_")], ("-", "--", ":") * 4):
+                    axes[0].plot(mean.index, mean[column], lw=1.2, ls=style, color=color[label],
+                                 label=f"{label}: {column[len('augment_'):]}")
+            axes[0].set_title("augmentation state (ADA: probability p, and r_t = E[sign D(real)] it steers by)",
+                              fontsize=10)
+        elif kind == "penalties":
             axes = [fig.add_subplot(grid[r, :], sharex=first)]
             for label, (mean, _, penalties) in group.items():
                 for column, style in zip(penalties, ("-", "--", ":", "-.") * 4):
@@ -169,7 +179,7 @@ def losses(folder: Path, runs: pd.DataFrame):
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    for ax in fig.axes[-2:] if rows[-1][0] != "penalties" else fig.axes[-1:]:
+    for ax in fig.axes[-2:] if rows[-1][0] not in ("penalties", "augmentation") else fig.axes[-1:]:
         ax.set_xlabel("training step")
     fig.suptitle(f"Training dynamics (rolling mean over {SMOOTH} steps, averaged over seeds)", fontsize=11)
     fig.tight_layout()

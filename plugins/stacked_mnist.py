@@ -65,6 +65,7 @@ def stacked_mnist(source: str = "mnist5k", train_size: int = 128_000, test_size:
 
     return DatasetSpec(
         name="stacked-mnist",
+        orientation_sensitive=True,  # each channel a digit
         description=f"Stacked MNIST: 3 independent {source} digits per image, one per channel, 1,000 modes "
                     f"({train_size:,} train / {test_size:,} reference images)",
         shape=ImageShape(3, 28), load=load, num_classes=1000,

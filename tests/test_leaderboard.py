@@ -282,3 +282,26 @@ def test_leaderboard_command_prints_the_compact_table_and_format_keeps_the_full_
     code, full, _ = cli("leaderboard", wide, "--format", "md")
     assert code == 0 and full.startswith("| variant") and "| FID 95% CI " in full and "Protocol: " in full
     assert max(map(len, full.splitlines())) > 200  # every column, as before
+
+
+def test_overfitting_gap_and_ada_p_are_shown_unranked_where_runs_have_them(tmp_path):
+    """Small data: the runs' final stats d_gap (D on training minus held-out images) and augment_p become board
+    columns, averaged over seeds, without a better direction; boards of runs without them are unchanged."""
+    from ganzoo.leaderboard import display_table, summary_table
+
+    folder = make_store(tmp_path / "a", [
+        record("run", "vanilla", 0, 20.0, d_gap=0.10, augment_p=0.2),
+        record("run", "vanilla", 1, 22.0, d_gap=0.20, augment_p=0.4),
+        record("run", "lsgan", 0, 30.0, d_gap=0.01),
+        record("real", "real data", 0, 0.5),
+    ])
+    board = leaderboard(folder)
+    vanilla = board.set_index("variant").loc["vanilla"]
+    assert vanilla["d_gap"] == pytest.approx(0.15) and vanilla["aug_p"] == pytest.approx(0.3)
+    assert math.isnan(board.set_index("variant").loc["lsgan"]["aug_p"])
+    table, _ = summary_table(board)
+    assert "D gap (train - held-out)" in table.columns and "aug. p (final)" in table.columns
+    assert "D gap (train - held-out)" not in table.attrs["arrows"]
+    assert "D gap (train - held-out)" in display_table(board).columns
+    plain = leaderboard(make_store(tmp_path / "b", [record("run", "vanilla", 0, 20.0)]))
+    assert "d_gap" not in plain and "aug_p" not in plain
