@@ -466,8 +466,9 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
     # The overfitting signal: what D makes of its training images against held-out real ones, unaugmented.
     reference = load_split(config.dataset, dataset.reference_split, config.data_root, config.download,
                            config.dataset_options)
+    held_out_labels = reference.labels.long().to(device) if labels is not None else None  # a conditional D's y
     overfitting = overfitting_signal(discriminate.plain(), variant, images, reference.images.to(device),
-                                     samples_per_step, config.seed)
+                                     samples_per_step, config.seed, labels, held_out_labels)
     _write_status(out, "completed", config.steps, config, checkpoint_sha256=status.get("checkpoint_sha256"),
                   wall_time_s=wall, **_throughput(config, wall),
                   steps_this_session=trained_steps, final=final, **(evaluator.summary() if evaluator else {}),
@@ -727,28 +728,33 @@ OVERFITTING_IMAGES = 2000  # at most this many training and as many held-out ima
 
 @torch.no_grad()
 def overfitting_signal(discriminate: Discriminate, variant: VariantSpec, train_images: torch.Tensor,
-                       held_out: torch.Tensor, batch: int, seed: int) -> Optional[dict[str, Any]]:
+                       held_out: torch.Tensor, batch: int, seed: int, train_labels: Optional[torch.Tensor] = None,
+                       held_out_labels: Optional[torch.Tensor] = None) -> Optional[dict[str, Any]]:
     """D's mean output (variant.d_value: a probability for BCE-trained Ds, the raw score for critics and least
     squares) on up to OVERFITTING_IMAGES training images and as many held-out real ones (the reference split), and
     the gap between them: the signal ADA's paper plots. A D that memorises its training set scores it higher
     than unseen real images of the same distribution. Measured without augmentation, in batches of a training
     step's size, on a copy of D in training mode (BatchNorm normalises each batch as it did while training; D's
-    own running statistics are left alone). None when the held-out split is smaller than one batch."""
+    own running statistics are left alone); a conditional D judges each image under its own label. None when the
+    held-out split is smaller than one batch."""
     n = min(len(train_images), len(held_out), OVERFITTING_IMAGES) // batch * batch
     if n == 0:
         return None
-    judge = Discriminate(copy.deepcopy(discriminate.module), None, discriminate.pack, discriminate.autocast)
+    judge = Discriminate(copy.deepcopy(discriminate.module), None, discriminate.pack, discriminate.autocast,
+                         conditional=discriminate.conditional)
     g = torch.Generator().manual_seed(seed)
 
-    def mean_output(images: torch.Tensor) -> float:
-        picked = images[torch.randperm(len(images), generator=g)[:n].to(images.device)]
+    def mean_output(images: torch.Tensor, labels: Optional[torch.Tensor]) -> float:
+        index = torch.randperm(len(images), generator=g)[:n].to(images.device)
+        picked = images[index].split(batch)
+        picked_labels = labels[index].split(batch) if labels is not None else [None] * len(picked)
         values = []
-        for chunk in picked.split(batch):
+        for chunk, y in zip(picked, picked_labels):
             x = chunk.float().div(127.5).sub(1.0) if chunk.dtype == torch.uint8 else chunk
-            values.append(variant.d_value(judge(x).logits))
+            values.append(variant.d_value(judge(x, y).logits))
         return float(torch.cat(values).mean())
 
-    d_train, d_held_out = mean_output(train_images), mean_output(held_out)
+    d_train, d_held_out = mean_output(train_images, train_labels), mean_output(held_out, held_out_labels)
     return {"d_train": d_train, "d_heldout": d_held_out, "d_gap": d_train - d_held_out, "images": n}
 
 
