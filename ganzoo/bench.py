@@ -514,8 +514,11 @@ def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool, i
 
 def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path, progress: bool,
                  inception_weights: Optional[str]) -> list[Job]:
-    """Each variant's chosen setting on the report seeds. The choice (the lowest FID of the search) is recorded
-    once, so that a rerun which retries a failed search cell does not move a variant to another setting."""
+    """Each variant's chosen setting on the report seeds. The choice (the lowest FID of the search) is made only
+    once every setting of the variant has its final outcome (a score, or a divergence a rerun would not retry):
+    a setting that failed (its worker killed, say) is retried by the next run, and choosing without it could
+    keep a worse setting for good. The choice is then recorded once, so later reruns keep it."""
+    from .store import FINAL_STATUSES
     from .sweep import apply_setting
 
     records = {r["key"]: r for r in store.records()}
@@ -523,14 +526,16 @@ def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path
     for (d, a, v), group in _by_group(searched).items():
         key = f"selection:{d}:{a}:{v}"
         if key not in records:
+            outcomes = [records.get(f"search:{config.key()}") or {} for _, _, _, _, config, _ in group]
+            if any(found.get("status") not in FINAL_STATUSES for found in outcomes):
+                continue  # a setting still to score: no choice yet (the leaderboard's row says so; a rerun retries)
             scored = []
-            for _, _, _, i, config, applied in group:
-                found = records.get(f"search:{config.key()}", {})
+            for (_, _, _, i, config, applied), found in zip(group, outcomes):
                 fid = found.get("fid")
                 if found.get("status") == "completed" and isinstance(fid, (int, float)) and fid == fid:
                     scored.append((fid, i, applied))
             if not scored:
-                continue  # nothing to choose from yet: the report rows say so (leaderboard), a rerun retries
+                continue  # every setting diverged: nothing to choose from (the leaderboard's row says so)
             fid, i, applied = min(scored, key=lambda t: (t[0], t[1]))
             records[key] = {"kind": "selection", "variant": v, "arch": a, "dataset": d, "seed": -1,
                             "status": "completed", "error": "", "setting": i, "setting_applied": applied,

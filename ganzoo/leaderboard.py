@@ -106,10 +106,11 @@ def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFram
     sweep plots show them). `spread` is what "±" shows in the tables: "sd" over seeds, or "se" (the standard
     error, sd / sqrt(seeds), as the mode-collapse papers report); default: the benchmark's own setting."""
     frame = per_seed(folder)
-    board = aggregate(frame[frame["kind"].isin(KIND_ORDER)])
+    unchosen = _unchosen_rows(frame, folder)
+    board = aggregate(frame[frame["kind"].isin(KIND_ORDER)], extra_rows=unchosen)
     board.attrs["spread"] = _spread(folder, spread)
     selections = frame[frame["kind"] == "selection"]
-    if not selections.empty:
+    if not selections.empty or unchosen:
         from .sweep import selection_rule
 
         chosen = {(r.variant, r.arch, r.dataset): r for r in selections.itertuples()}
@@ -118,10 +119,52 @@ def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFram
              f"search FID {chosen[key].selection_fid:.2f}") if key in chosen else ""
             for key in zip(board["variant"], board["arch"], board["dataset"])]
         board.attrs["selection_rule"] = selection_rule()
+    search = frame[frame["kind"] == "search"]
+    if (search["status"] == "failed").any():  # a search cell to retry: the benchmark is not done
+        board.attrs["all_completed"] = False
     return board
 
 
-def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+def _unchosen_rows(frame: pd.DataFrame, folder: Path | str) -> list[dict[str, Any]]:
+    """A sweep's variants that have no chosen setting (a search cell failed and awaits its retry, or no setting
+    scored at all): each stays on the board as a row with no score, its search's outcome and first error."""
+    search = frame[frame["kind"] == "search"]
+    if search.empty:
+        return []
+    chosen = {(r["variant"], r["arch"], r["dataset"]) for _, r in frame[frame["kind"] == "selection"].iterrows()}
+    report_seeds = _report_seed_count(folder)
+    rows = []
+    for (variant, arch, dataset), group in search.groupby(["variant", "arch", "dataset"], sort=False):
+        if (variant, arch, dataset) in chosen:
+            continue
+        counts = group["status"].value_counts()
+        outcome = ", ".join(f"{int(counts[s])} {'ok' if s == 'completed' else s}"
+                            for s in ("completed", "failed", "diverged") if s in counts)
+        errors = group.loc[group["status"] != "completed", "error"].dropna() if "error" in group else []
+        rows.append({"kind": "run", "variant": variant, "setup": "", "arch": arch, "dataset": dataset,
+                     "seeds": report_seeds, "completed": 0, "failed": 0, "diverged": 0, "recipe": "",
+                     "status": f"no setting chosen (search: {outcome})",
+                     "error": next((str(e) for e in errors if e), "")})
+    return rows
+
+
+def _report_seed_count(folder: Path | str) -> int:
+    """How many report seeds the benchmark has (its stored spec), at least 1."""
+    store = ResultsStore.open(folder)
+    try:
+        spec = store.meta().get("spec")
+    finally:
+        store.close()
+    try:
+        seeds = json.loads(spec).get("seeds") if spec else None
+    except (ValueError, AttributeError):
+        seeds = None
+    return len(seeds) if isinstance(seeds, list) and seeds else 1
+
+
+def aggregate(frame: pd.DataFrame, extra_rows: Optional[list[dict]] = None) -> pd.DataFrame:
+    """One row per (kind, variant, setup, arch, dataset) over seeds; `extra_rows` (rows without records, such as
+    a sweep's variant with no chosen setting) are ranked with them."""
     frame = keyed_option_columns(frame.copy())
     if "setup" not in frame:  # records written before setups existed
         frame["setup"] = ""
@@ -166,6 +209,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 values = done[column].dropna().astype(str).unique()
                 row[column] = values[0] if len(values) == 1 else "mixed: " + ", ".join(values)
         rows.append(row)
+    rows += extra_rows or []
     board = pd.DataFrame(rows)
     board["_order"] = board["kind"].map(KIND_ORDER).fillna(1)
     # Ranked within each dataset by its own primary metric (FID, reverse KL, ...), better first.

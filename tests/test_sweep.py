@@ -153,3 +153,35 @@ def test_selection_seed_must_not_be_a_report_seed(tmp_path, cli):
     code, _, err = cli("bench", "--config", config, "--out", tmp_path / "b", "--quiet")
     assert code == 2 and "selection_seed 100 is also a report seed" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_variant_whose_every_setting_fails_stays_on_the_board(register_plugin, tmp_path, cli):
+    """No setting scored, so none is chosen: the variant is still a row of every table, marked with its search's
+    outcome and error, and the benchmark's exit status says it is not done."""
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss
+
+    def broken_loss(fake, real=None):
+        raise ValueError("this loss is broken")
+
+    class Broken:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="broken", description="fails at its first step",
+                                discriminator_loss=bce_discriminator_loss, generator_loss=broken_loss)]
+
+    register_plugin(Broken(), "broken")
+    config = tmp_path / "sweep.toml"
+    config.write_text('[bench]\nvariants = ["vanilla", "broken"]\nseeds = [0]\nsteps = 5\neval_every = 0\n'
+                      'n_fake = 300\n[train]\nbatch_size = 32\n[sweep]\nsettings = 2\n'
+                      '[sweep.space]\nlr = [1e-4, 3e-4]\n')
+    out = tmp_path / "b"
+    code, _, err = cli("bench", "--config", config, "--out", out, "--quiet")
+    assert code == 1 and "some runs failed" in err
+    board = ganzoo.leaderboard(out)
+    row = board.set_index("variant").loc["broken"]
+    assert row["status"] == "no setting chosen (search: 2 failed)" and "this loss is broken" in row["error"]
+    assert row["completed"] == 0 and row["seeds"] == 1 and not board.attrs["all_completed"]
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "report.html"):
+        assert "broken" in (out / name).read_text(), name
