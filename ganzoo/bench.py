@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -388,13 +389,27 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                    for d, a, v in groups for setup in spec.setup_names() for s in spec.seeds]
         searched = []
     else:  # first its settings on the selection seed; the report cells follow once a setting is chosen
-        from .sweep import apply_setting
+        from .sweep import TRAINING_KEYS, apply_setting
 
         configs = []
         setup = spec.setup_names()[0]
-        searched = [(d, a, v, i, *apply_setting(spec.train_config(v, a, d, sweep.selection_seed, inception_weights,
-                                                                  setup), setting))
-                    for d, a, v in groups for i, setting in enumerate(sweep.settings_for(v))]
+        # A [sweep.space.<name>] table for no variant of this benchmark is a typo (or a misspelt setting,
+        # bta2 = {...}): it would be ignored, so it is refused by name.
+        stray = [name for name in sweep.variant_tables() if name not in variants]
+        if stray:
+            raise GanzooError(f"[sweep.space.{stray[0]}]: '{stray[0]}' is neither a variant of this benchmark "
+                              f"({', '.join(variants)}) nor a training setting a sweep varies "
+                              f"({', '.join(TRAINING_KEYS)})")
+        searched, short = [], []
+        for d, a, v in groups:
+            base = spec.train_config(v, a, d, sweep.selection_seed, inception_weights, setup)
+            # settings that train the same run (a key the variant ignores) count once: another is drawn
+            settings = sweep.settings_for(v, identity=lambda setting, base=base: apply_setting(base, setting)[0].key())
+            if len(settings) < sweep.settings and v not in short:
+                short.append(v)
+                print(f"ganzoo: [sweep] {v}: its search space holds only {len(settings)} distinct setting(s) of the "
+                      f"{sweep.settings} asked for (settings that train the same run count once)", file=sys.stderr)
+            searched += [(d, a, v, i, *apply_setting(base, setting)) for i, setting in enumerate(settings)]
     if isinstance(executor, str):
         runner = make_executor(executor, jobs=jobs)
     elif jobs is not None:

@@ -92,15 +92,19 @@ class ResultsStore:
         if stored is not None and stored != wanted:
             try:
                 old = json.loads(stored)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 old = None
             if not isinstance(old, dict):
                 raise GanzooError(f"results store {self.path}: its benchmark settings are corrupt; "
                                   "it was left untouched")
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
-                             if old.get(k) != settings.get(k))
-            raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
-                              "choose another --out")
+            new = json.loads(wanted)
+            # values, not spellings: 0 and 0.0 are the same setting (true and 1 are not)
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                             if not same_value(old.get(k), new.get(k)))
+            if diff:
+                raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
+                                  "choose another --out")
+            wanted = stored  # the same settings, spelt otherwise: the folder keeps its own spelling
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (wanted,))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (json.dumps(spec, sort_keys=True),))
@@ -152,6 +156,20 @@ class ResultsStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON values equal as values: numbers by value (0 == 0.0), booleans only to booleans, tables and lists
+    element by element."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (a != a and b != b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def _now() -> str:
