@@ -444,6 +444,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         store = ResultsStore.open(out / "results.sqlite", create=True)
         store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
                                                               "git_commit": source_revision()})
+        store.records()  # a damaged or tampered store is refused here, before any training (store.validate)
         # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
         stages = [[job for job in stage if not store.has(job.key, final_only=stage in (cells, search))]
                   for stage in (real, untrained, search, cells)]

@@ -131,12 +131,13 @@ class ResultsStore:
         out = []
         for key, text in rows:
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
+                record = json.loads(text) if isinstance(text, (str, bytes)) else None
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
                 record = None
             if not isinstance(record, dict) or not {"kind", "status"} <= set(record):
-                raise GanzooError(f"results store {self.path}: the record {key} is corrupt")
+                raise GanzooError(f"results store {self.path}: the record {key} is corrupt; it was left untouched")
             out.append(record)
+        validate(out, [key for key, _ in rows], self.path)
         return out
 
     def frame(self):
@@ -156,6 +157,102 @@ class ResultsStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what a reader may trust: every record is checked as it is read, so a damaged or tampered store is refused in
+# one line instead of giving a wrong table (a copied record as a second seed, a metric as text, a row gone)
+
+KINDS = ("run", "real", "untrained", "search", "selection")
+STATUSES = ("completed", "failed", "diverged")
+# per-seed numbers besides the metrics (the metrics are what each record's metric_info names, and the columns of
+# records written before metrics were plugins)
+NUMERIC = ("steps", "wall_time_s", "images_per_s", "g_images_per_s", "d_images_per_s", "best_fid", "final_fid",
+           "best_fid_step", "eval_seconds", "fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall",
+           "classes_covered", "class_kl")
+LEGACY_PROTOCOL = ("extractor", "n_fake")  # what a record written before metric_info must carry when scored
+
+
+def validate(records: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    """Refuse (GanzooError, one line naming the record) records that would make a wrong table: a kind or status
+    the readers do not know, a record filed under another key or a second copy of a cell, a metric that is not a
+    finite number (or NaN for none), a scored record without its protocol fields, records of one dataset scored
+    under different protocols, a sweep's choice without its fields."""
+    where = f"results store {path}"
+    seen: dict[tuple, str] = {}
+    protocols: dict[str, tuple[str, dict]] = {}
+    for key, record in zip(keys, records):
+        def bad(what: str) -> GanzooError:
+            return GanzooError(f"{where}: the record {_short(key)} {what}; it was left untouched")
+
+        kind, status = record["kind"], record["status"]
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise bad(f"has kind {_short(kind)} (expected one of {', '.join(KINDS)})")
+        if not isinstance(status, str) or status not in STATUSES:
+            raise bad(f"has status {_short(status)} (expected one of {', '.join(STATUSES)})")
+        if record.get("key", key) != key:
+            raise bad(f"says it is {_short(record.get('key'))}: a record copied under another key")
+        names = ("variant", "arch", "dataset") + (("setup",) if record.get("setup") is not None else ())
+        for name in names:
+            if not isinstance(record.get(name), str):
+                raise bad(f"has {name} {_short(record.get(name))} (expected text)")
+        integers = ("setting", "settings_scored") if kind == "selection" else \
+            ("seed",) + (("setting",) if kind == "search" else ())
+        for name in integers:
+            if not _is_int(record.get(name)):
+                raise bad(f"has {name} {_short(record.get(name))} (expected an integer)")
+        if kind == "selection":
+            if not isinstance(record.get("setting_applied"), dict) or not _is_number(record.get("selection_fid")):
+                raise bad("is a sweep's choice without its setting_applied table or its selection_fid")
+            identity = (kind, record["variant"], record["arch"], record["dataset"])
+        else:
+            identity = (kind, record["variant"], record.get("setup") or "", record["arch"], record["dataset"],
+                        record["seed"], record.get("setting"))
+        if identity in seen:
+            raise bad(f"is a second copy of the record {_short(seen[identity])} (the same cell: "
+                      f"{' '.join(str(v) for v in identity[:6] if v not in ('', None))}), which would count twice")
+        seen[identity] = key
+        info = record.get("metric_info")
+        if info is not None and not (isinstance(info, dict) and isinstance(info.get("columns", {}), dict)
+                                     and isinstance(info.get("comparable", []), list)
+                                     and isinstance(info.get("rank_by"), (str, type(None)))):
+            raise bad("has a malformed metric_info")
+        columns = [c for c in (info or {}).get("columns", {})] + [c for c in NUMERIC if c in record]
+        for column in columns:
+            value = record.get(column)
+            if value is not None and not _is_number(value):
+                raise bad(f"has {column} = {_short(value)}, not a number")
+        if kind == "selection" or status != "completed":
+            continue
+        fields = [f for f in (info or {}).get("comparable", []) if isinstance(f, str)] if info else list(LEGACY_PROTOCOL)
+        missing = [f for f in fields if f"protocol.{f}" not in record]
+        if missing:
+            raise bad(f"is scored but lacks its protocol field(s) {', '.join(missing[:4])}: its score cannot be "
+                      "compared with any other")
+        if kind == "real":  # the reference row scores all the real images it has (n_fake, KID's subset size)
+            continue
+        protocol = {f: record[f"protocol.{f}"] for f in fields}
+        first = protocols.setdefault(record["dataset"], (key, protocol))
+        differing = [f for f in protocol if f in first[1] and not same_value(protocol[f], first[1][f])]
+        if differing:
+            f = differing[0]
+            raise bad(f"was scored under another protocol than the record {_short(first[0])} of the same dataset "
+                      f"({f}: {_short(protocol[f])} vs {_short(first[1][f])}); one report folder holds one protocol")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is finite, or NaN (no score); text, booleans and infinities are not scores."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value != value or abs(value) != float("inf"))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: repr, control characters escaped, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def same_value(a: Any, b: Any) -> bool:

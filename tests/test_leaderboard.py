@@ -282,3 +282,63 @@ def test_leaderboard_command_prints_the_compact_table_and_format_keeps_the_full_
     code, full, _ = cli("leaderboard", wide, "--format", "md")
     assert code == 0 and full.startswith("| variant") and "| FID 95% CI " in full and "Protocol: " in full
     assert max(map(len, full.splitlines())) > 200  # every column, as before
+
+
+def _tamper(folder, sql, *params):
+    db = sqlite3.connect(folder / "results.sqlite")
+    with db:
+        db.execute(sql, params)
+    db.close()
+
+
+def _copy_of(folder, source, target, **changes):
+    """Write the record `source` under `target` (the same: edit it in place), with `changes` to its JSON, as an
+    editor of the file would."""
+    import json
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    text = db.execute("SELECT record FROM results WHERE key = ?", (source,)).fetchone()[0]
+    db.close()
+    record = {**json.loads(text), **changes}
+    _tamper(folder, "INSERT OR REPLACE INTO results VALUES (?, 'run', 'completed', ?, 'now')", target,
+            json.dumps(record))
+
+
+def _strip_protocol(folder):
+    import json
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    text = db.execute("SELECT record FROM results WHERE key = 'run:vanilla:0:2'").fetchone()[0]
+    db.close()
+    record = {k: v for k, v in json.loads(text).items() if not k.startswith("protocol.")}
+    _tamper(folder, "UPDATE results SET record = ? WHERE key = 'run:vanilla:0:2'", json.dumps(record))
+
+
+@pytest.mark.parametrize("attack, message", [
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:copy"), "says it is 'run:vanilla:0:2': a record copied"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:copy", key="run:vanilla:0:copy"),
+     "is a second copy of the record 'run:vanilla:0:2'"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid="1.5"), "has fid = '1.5', not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid=float("-inf")), "has fid = -inf, not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid="abc"), "has fid = 'abc', not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", kind=["run"]), "has kind ['run'] (expected one of"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", **{"protocol.extractor": "inception-v3-compat"}),
+     "was scored under another protocol than the record 'run:lsgan:0:0' of the same dataset (extractor: "),
+    (_strip_protocol, "is scored but lacks its protocol field(s) extractor, n_fake"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "selection:x", kind="selection", key="selection:x", seed=-1),
+     "has setting None (expected an integer)"),
+    (lambda f: _tamper(f, "UPDATE results SET record = ? WHERE key = 'run:vanilla:0:2'", "[" * 100000 + "]" * 100000),
+     "the record run:vanilla:0:2 is corrupt"),
+    (lambda f: (_tamper(f, "ALTER TABLE results RENAME TO old"),
+                _tamper(f, "CREATE TABLE results (key TEXT PRIMARY KEY, kind, status, record, written_at)"),
+                _tamper(f, "INSERT INTO results SELECT * FROM old"),
+                _tamper(f, "UPDATE results SET record = NULL WHERE key = 'run:vanilla:0:2'")),
+     "the record run:vanilla:0:2 is corrupt"),
+])
+def test_a_tampered_store_is_refused_in_one_line(small, cli, attack, message):
+    attack(small)
+    for argv in (("leaderboard", small), ("compare", small, small)):
+        code, out, err = cli(*argv)
+        assert code == 2 and out == "", err
+        assert err.startswith("ganzoo: error: results store ") and message in err and err.count("\n") == 1, err
+
