@@ -638,9 +638,15 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
 
 
 def run_folder(config: TrainConfig, setup: str = "") -> Path:
-    """A cell's run folder, relative to the report folder (its setup's name in it, when it has one)."""
+    """A cell's run folder, relative to the report folder (its setup's name in it, when it has one): one folder
+    directly under runs/, whatever a plugin's names hold ('/', '..', control characters become '_'; the config's
+    hash at the end keeps the name unique)."""
     named = f"{config.variant}-{setup}" if setup else config.variant
-    return Path("runs") / f"{named}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+    name = f"{named}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+    return Path("runs") / FOLDER_UNSAFE.sub("_", name)
+
+
+FOLDER_UNSAFE = __import__("re").compile(r"[^\w.+=-]")  # letters and digits of any script stay
 
 
 def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):

@@ -342,3 +342,84 @@ def test_a_tampered_store_is_refused_in_one_line(small, cli, attack, message):
         assert code == 2 and out == "", err
         assert err.startswith("ganzoo: error: results store ") and message in err and err.count("\n") == 1, err
 
+
+
+HOSTILE = ['<script>alert(1)</script>|x', '<img src=x onerror=alert(1)>', r'\input{/etc/passwd}',
+           '=HYPERLINK("http://evil")', "@SUM(1)", "+1+cmd", "-2+cmd|' /C calc'!A0", "esc\x1b]0;pwned\x07\x1b[2J"]
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    records = [record("run", name, seed, 20.0 + i + seed, error=name) for i, name in enumerate(HOSTILE)
+               for seed in (0, 1)]
+    return make_store(tmp_path / "h", records + [record("real", "real data", 0, 0.5)])
+
+
+def _table_lines(text):
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_names_from_shared_results_are_text_in_every_format(hostile, cli):
+    from ganzoo.leaderboard import render_comparison, render_terminal
+
+    board = leaderboard(hostile)
+    compared = compare(hostile, hostile)
+    for md in (render(board, "md"), render_comparison(compared, "md")):
+        import re
+
+        assert not re.search(r"(?<!\\)[<>]", md) and "\x1b" not in md  # no markup: every < and > escaped
+        lines = _table_lines(md)  # a "|" in a name is no column separator
+        columns = lines[0].count("|") - lines[0].count("\\|")
+        assert all(line.count("|") - line.count("\\|") == columns for line in lines), md
+        assert r"\<script\>alert(1)\</script\>\|x" in md
+    for tex in (render(board, "latex"), render_comparison(compared, "latex")):
+        assert r"\input{" not in tex and r"\textbackslash{}input\{/etc/passwd\}" in tex and "\x1b" not in tex
+        assert all(line.startswith("%") or not line.startswith(("\x07", "0;")) for line in tex.splitlines())
+    for text in (render(board, "csv"), render_comparison(compared, "csv")):
+        import io
+
+        import pandas as pd
+
+        frame = pd.read_csv(io.StringIO(text))
+        for column in frame.columns[frame.dtypes == object]:
+            cells = frame[column].dropna().astype(str)
+            assert not cells.str.match(r"^[=+@\t\r]").any(), column  # no cell a spreadsheet would run
+            assert not cells.str.match(r"^-[^0-9.]").any(), column
+        assert "'=HYPERLINK(\"http://evil\")" in set(frame["variant"])
+    assert "<script>" not in render(board, "html") and "&lt;script&gt;" in render(board, "html")
+    assert "\x1b" not in render_terminal(board, width=200)
+    code, out, err = cli("leaderboard", hostile)
+    assert code == 0 and "\x1b" not in out and "\\x1b" in out
+
+
+def test_plugin_text_reaches_the_terminal_as_text(register_plugin, cli):
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+    class Evil:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="evil", description="\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J",
+                                discriminator_loss=bce_discriminator_loss,
+                                generator_loss=non_saturating_generator_loss)]
+
+    register_plugin(Evil(), "evil")
+    for argv in (("list",), ("plugins",)):
+        code, out, err = cli(*argv)
+        assert "\x1b" not in out + err and "\x07" not in out + err
+    code, out, _ = cli("list")
+    assert "\\x1b]8;;http://evil\\x07click" in out
+
+
+def test_a_variant_name_never_makes_nested_run_folders():
+    import ganzoo
+    from ganzoo.bench import run_folder
+
+    import dataclasses
+
+    config = ganzoo.TrainConfig(variant="vanilla")
+    for name in ("a/../../b", "../x", "c\\d", "e\x1bf"):
+        path = run_folder(dataclasses.replace(config, variant=name))
+        assert path.parent.as_posix() == "runs" and len(path.parts) == 2 and ".." not in path.parts
+        assert "/" not in path.name and "\\" not in path.name and "\x1b" not in path.name
