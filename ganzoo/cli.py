@@ -15,7 +15,7 @@ import textwrap
 from typing import Callable, Optional
 
 from . import __version__, escape
-from .errors import DivergedError, GanzooError
+from .errors import DivergedError, GanzooError, debugging
 
 COMMANDS: list[tuple[str, str, Callable, Callable]] = []  # (name, help, add_arguments, run)
 
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ganzoo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line by default, the traceback on request
-        if os.environ.get("GANZOO_DEBUG"):
+        if debugging():
             raise
         print(f"ganzoo: internal error: {type(exc).__name__}: {escape.terminal(exc)} "
               "(set GANZOO_DEBUG=1 for the traceback)",
