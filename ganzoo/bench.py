@@ -171,11 +171,15 @@ class BenchSpec:
             import tomli as tomllib
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no error
         except FileNotFoundError:
             raise GanzooError(f"benchmark config not found: {path}") from None
+        except IsADirectoryError:
+            raise GanzooError(f"benchmark config {path} is a folder, not a TOML file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise GanzooError(f"benchmark config {path} nests tables or arrays too deeply to read") from None
         settings = dict(data.get("bench", {}))
         tables = ("train", "dataset_options", "variant_options", "arch_options", "metric_options", "setups",
                   "dataset_train", "sweep")
@@ -363,6 +367,11 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     elif overrides or config:
         raise GanzooError("pass either a BenchSpec or settings, not both")
     out = Path(out)
+    try:  # a name that is not UTF-8 could not be written into report.html (nor reported): refused before training
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise GanzooError(f"the report folder {str(out).encode('utf-8', 'surrogateescape')!r} has a name that is not "
+                          "valid UTF-8; choose another --out") from None
     variants = spec.resolved_variants()
     for name in variants:
         registry.get("variant", name)  # fail before any training on a misspelt name

@@ -575,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit has nowhere to fail
         return 0
     except DivergedError as exc:
-        print(f"ganzoo: error: {escape.terminal(exc)}", file=sys.stderr)
+        print(f"ganzoo: error: {escape.error_line(exc)}", file=sys.stderr)
         return 3
     except GanzooError as exc:  # one line, whatever names from plugins or records it quotes
-        print(f"ganzoo: error: {escape.terminal(exc)}", file=sys.stderr)
+        print(f"ganzoo: error: {escape.error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ganzoo: interrupted; run the same command again to resume", file=sys.stderr)
@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line by default, the traceback on request
         if debugging():
             raise
-        print(f"ganzoo: internal error: {type(exc).__name__}: {escape.terminal(exc)} "
+        print(f"ganzoo: internal error: {type(exc).__name__}: {escape.error_line(exc)} "
               "(set GANZOO_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1

@@ -24,6 +24,21 @@ def terminal(text: Any) -> str:
     return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
+_LONG_QUOTED = re.compile(r"'[^'\n]{200,}'" + r'|"[^"\n]{200,}"')
+LINE_LIMIT = 2000
+
+
+def error_line(text: Any) -> str:
+    """An error message for the terminal: one line (terminal), a quoted value longer than 200 characters cut to
+    its start and its length (a 10 MB string from a config is not echoed), the whole cut at LINE_LIMIT."""
+    def cut(match: re.Match) -> str:
+        value = match.group(0)
+        return f"{value[:61]}...{value[0]} ({len(value) - 2} characters)"
+
+    line = _LONG_QUOTED.sub(cut, terminal(text))
+    return line if len(line) <= LINE_LIMIT else line[:LINE_LIMIT - 3] + "..."
+
+
 # Markdown: a backslash escapes any ASCII punctuation (CommonMark): HTML ("<script>", "<img onerror=...>"), code
 # spans, a table's "|" and the "](" or "][" of a link are shown as characters; line breaks would end a table row.
 _MARKDOWN = re.compile(r"([\\`<>|]|\](?=[(\[]))")

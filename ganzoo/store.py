@@ -6,6 +6,7 @@ ganzoo store, or is damaged, is reported and never overwritten.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import datetime, timezone
@@ -76,6 +77,8 @@ class ResultsStore:
                     ("format", FORMAT), ("version", VERSION), ("created_by", f"ganzoo {__version__}"),
                     ("created_at", _now())])
             db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # the disk full or read-only, the file locked for a minute
+            raise GanzooError(f"cannot create the results store {path}: {exc}") from None
         except sqlite3.DatabaseError:
             pass  # not a SQLite file, or another one: reported (and left untouched) by open() below
         finally:
@@ -83,6 +86,16 @@ class ResultsStore:
 
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, value FROM meta").fetchall())
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """A write that the disk refuses (full, read-only, I/O error) is one line naming the store; every record
+        committed before it stays (each is its own transaction)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise GanzooError(f"cannot write {what} to the results store {self.path} ({exc}); the records already "
+                              "written are kept: free space (or fix the folder) and run the command again") from None
 
     def claim(self, settings: dict[str, Any], spec: dict[str, Any], provenance: dict[str, str]) -> None:
         """Tie the folder to one benchmark protocol: more variants or seeds may be added later, but cells
@@ -105,7 +118,7 @@ class ResultsStore:
                 raise GanzooError(f"{self.path.parent} holds results of a benchmark with other settings ({diff}); "
                                   "choose another --out")
             wanted = stored  # the same settings, spelt otherwise: the folder keeps its own spelling
-        with self.db:
+        with self._writing("the benchmark's settings"), self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (wanted,))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (json.dumps(spec, sort_keys=True),))
             for name, value in provenance.items():  # the latest run's versions; each record keeps its own too
@@ -119,7 +132,7 @@ class ResultsStore:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         record = {"key": key, **record}
-        with self.db:
+        with self._writing(f"the record {key}"), self.db:
             self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
                             (key, record["kind"], record["status"], json.dumps(record, default=_jsonable), _now()))
 
