@@ -598,14 +598,15 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
                           device=spec.device, inception_weights=inception_weights, progress=False,
                           metrics=spec.metrics, metric_options=spec.metric_options, keep_going=True)
     except DivergedError as exc:
-        return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir)}
+        return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir, config)}
     except GanzooError as exc:
-        return {**row, "status": "failed", "error": str(exc), **_run_stats(run_dir)}
+        return {**row, "status": "failed", "error": str(exc), **_run_stats(run_dir, config)}
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the grid
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
-        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
-    return {**row, **_scored(result), **_run_stats(run_dir), **result.to_record(),
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}",
+                **_run_stats(run_dir, config)}
+    return {**row, **_scored(result), **_run_stats(run_dir, config), **result.to_record(),
             "eval_seconds": time.perf_counter() - started}
 
 
@@ -662,18 +663,23 @@ def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):
     from .runs import open_run
     from .training import train
 
-    if (run_dir / "config.json").is_file() and open_run(run_dir).status == "diverged":
-        raise DivergedError(open_run(run_dir).stats.get("error", "diverged"))
+    if (run_dir / "config.json").is_file():
+        stored = open_run(run_dir)
+        if stored.status == "diverged" and stored.config.identity() == config.identity():  # this cell's own run
+            raise DivergedError(stored.stats.get("error", "diverged"))
     return train(config, out=run_dir, progress=progress)
 
 
-def _run_stats(run_dir: Path) -> dict[str, Any]:
-    """Training facts from the run folder: steps, wall time, speed, the FID curve's best and final points."""
+def _run_stats(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """Training facts from the run folder: steps, wall time, speed, the FID curve's best and final points; only
+    when the folder holds this cell's own run (another run trained there, by `ganzoo train` say, is not its)."""
     from .runs import open_run
 
     try:
         run = open_run(run_dir)
     except GanzooError:
+        return {}
+    if run.config.identity() != config.identity():
         return {}
     stats = run.stats
     final = stats.get("final", {})

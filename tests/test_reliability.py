@@ -463,3 +463,24 @@ def test_a_report_folder_name_that_is_not_utf8_is_refused_before_training(tmp_pa
     code, _, err = cli("bench", "--variants", "vanilla", "--seeds", "0", "--steps", "1", "--out", out, "--quiet")
     assert code == 2 and "is not valid UTF-8; choose another --out" in err and err.count("\n") == 1, err
     assert not os.path.exists(out)
+
+
+def test_a_run_trained_into_a_cells_folder_lends_it_no_stats(tmp_path):
+    """`ganzoo train` into the folder a bench cell will use: the cell fails, and its record says what the cell did
+    (nothing), not the intruder's steps and wall time; the cell's own run, trained, keeps its stats."""
+    import ganzoo
+    from ganzoo.bench import BenchSpec, _cell_row, _run_cell
+
+    spec = BenchSpec(variants=("vanilla",), seeds=(0,), steps=4, eval_every=0, n_fake=50, device="cpu",
+                     train={"batch_size": 16})
+    config = spec.train_config("vanilla", "mlp", "mnist5k", 0)
+    out = tmp_path / "bench"
+    row = _cell_row(config)
+    ganzoo.train(variant="lsgan", steps=3, batch_size=16, out=out / row["run"], progress=False)  # the intruder
+    record = _run_cell(config, out, spec, False, None, row)
+    assert record["status"] == "failed" and "already holds a different run" in record["error"]
+    assert not {"steps", "wall_time_s", "g_images_per_s", "final_d_loss"} & set(record), record
+
+    own = tmp_path / "own"
+    record = _run_cell(config, own, spec, False, None, row)  # scoring may fail on 50 images; training happened
+    assert record["steps"] == 4 and record["wall_time_s"] > 0
