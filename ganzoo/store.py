@@ -237,7 +237,8 @@ def validate(records: list[dict[str, Any]], keys: list[str], path: Path) -> None
                 raise bad(f"has {column} = {_short(value)}, not a number")
         if kind == "selection" or status != "completed":
             continue
-        fields = [f for f in (info or {}).get("comparable", []) if isinstance(f, str)] if info else list(LEGACY_PROTOCOL)
+        fields = ([f for f in info.get("comparable", []) if isinstance(f, str)] if info
+                  else list(LEGACY_PROTOCOL))
         missing = [f for f in fields if f"protocol.{f}" not in record]
         if missing:
             raise bad(f"is scored but lacks its protocol field(s) {', '.join(missing[:4])}: its score cannot be "
@@ -259,7 +260,8 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     """A real number that is finite, or NaN (no score); text, booleans and infinities are not scores."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value != value or abs(value) != float("inf"))
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (value != value or abs(value) != float("inf")))
 
 
 def _short(value: Any, limit: int = 60) -> str:

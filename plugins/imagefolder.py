@@ -17,7 +17,8 @@
                         such files are skipped with a warning, and their count and names go into the run config.
 
 Files are recognised by extension (IMAGE_EXTENSIONS); others, hidden files and folders, and anything that is
-not a regular file (a FIFO named pipe.png would block a reader forever) are ignored (and counted). Decoding happens once per process, in a thread pool (PIL releases the GIL while decoding and
+not a regular file (a FIFO named pipe.png would block a reader forever) are ignored (and counted). Decoding
+happens once per process, in a thread pool (PIL releases the GIL while decoding and
 resizing), into one uint8 tensor.
 """
 from __future__ import annotations
