@@ -141,7 +141,9 @@ def _unchosen_rows(frame: pd.DataFrame, folder: Path | str) -> list[dict[str, An
         outcome = ", ".join(f"{int(counts[s])} {'ok' if s == 'completed' else s}"
                             for s in ("completed", "failed", "diverged") if s in counts)
         errors = group.loc[group["status"] != "completed", "error"].dropna() if "error" in group else []
-        rows.append({"kind": "run", "variant": variant, "setup": "", "arch": arch, "dataset": dataset,
+        setups = group["setup"].dropna() if "setup" in group else []
+        rows.append({"kind": "run", "variant": variant, "setup": str(setups.iloc[0]) if len(setups) else "",
+                     "arch": arch, "dataset": dataset,
                      "seeds": report_seeds, "completed": 0, "failed": 0, "diverged": 0, "recipe": "",
                      "status": f"no setting chosen (search: {outcome})",
                      "error": next((str(e) for e in errors if e), "")})
@@ -648,7 +650,7 @@ BOLD = "\ue000"  # marks a cell to set in bold: a private-use character no escap
 
 
 def _latex_rows(table: pd.DataFrame, kinds: Optional[pd.Series] = None) -> tuple[str, list[str]]:
-    """A table's header line and body lines, every cell escaped; a cell wrapped in BOLD becomes \textbf{...}, and
+    """A table's header line and body lines, every cell escaped; a cell wrapped in BOLD is set in bold (textbf), and
     a rule separates rows of different kinds."""
     header = " & ".join(escape.latex(c) for c in table.columns) + r" \\"
     body = []
