@@ -508,8 +508,9 @@ def _fitting_pairs(spec: BenchSpec) -> list[tuple[str, str]]:
         dataset = registry.dataset(d, spec.dataset_options.get(d, {}))
         for a in spec.archs:
             config = spec._settings(spec.resolved_variants()[0], a, d, spec.seeds[0])
+            architecture = registry.architecture(a, config.arch_options)  # a bad option is an error, not a misfit
             try:
-                check_architecture_fits(config, registry.architecture(a, config.arch_options), dataset)
+                check_architecture_fits(config, architecture, dataset)
             except GanzooError as exc:
                 skipped.append(str(exc))
                 continue
