@@ -235,16 +235,14 @@ def validate(records: list[dict[str, Any]], keys: list[str], path: Path) -> None
             value = record.get(column)
             if value is not None and not _is_number(value):
                 raise bad(f"has {column} = {_short(value)}, not a number")
-        if kind == "selection" or status != "completed":
-            continue
+        if kind in ("selection", "real") or status != "completed":
+            continue  # the real-data row is a reference: it scores what real data it has (no reference split)
         fields = ([f for f in info.get("comparable", []) if isinstance(f, str)] if info
                   else list(LEGACY_PROTOCOL))
         missing = [f for f in fields if f"protocol.{f}" not in record]
         if missing:
             raise bad(f"is scored but lacks its protocol field(s) {', '.join(missing[:4])}: its score cannot be "
                       "compared with any other")
-        if kind == "real":  # the reference row scores all the real images it has (n_fake, KID's subset size)
-            continue
         protocol = {f: record[f"protocol.{f}"] for f in fields}
         first = protocols.setdefault(record["dataset"], (key, protocol))
         differing = [f for f in protocol if f in first[1] and not same_value(protocol[f], first[1][f])]
