@@ -240,10 +240,11 @@ def validate(records: list[dict[str, Any]], keys: list[str], path: Path) -> None
         fields = ([f for f in info.get("comparable", []) if isinstance(f, str)] if info
                   else list(LEGACY_PROTOCOL))
         missing = [f for f in fields if f"protocol.{f}" not in record]
-        if missing:
+        if fields and len(missing) == len(fields):  # a metric may leave out a field it does not use (the mixtures'
+            # reference split), but a score with none of its protocol cannot be compared with anything
             raise bad(f"is scored but lacks its protocol field(s) {', '.join(missing[:4])}: its score cannot be "
                       "compared with any other")
-        protocol = {f: record[f"protocol.{f}"] for f in fields}
+        protocol = {f: record[f"protocol.{f}"] for f in fields if f"protocol.{f}" in record}
         first = protocols.setdefault(record["dataset"], (key, protocol))
         differing = [f for f in protocol if f in first[1] and not same_value(protocol[f], first[1][f])]
         if differing:
