@@ -197,11 +197,15 @@ class BenchSpec:
             import tomli as tomllib
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no error
         except FileNotFoundError:
             raise GanzooError(f"benchmark config not found: {path}") from None
+        except IsADirectoryError:
+            raise GanzooError(f"benchmark config {path} is a folder, not a TOML file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GanzooError(f"benchmark config {path} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise GanzooError(f"benchmark config {path} nests tables or arrays too deeply to read") from None
         settings = dict(data.get("bench", {}))
         tables = ("train", "dataset_options", "variant_options", "arch_options", "metric_options", "setups",
                   "dataset_train", "condition_options", "sweep")
@@ -441,6 +445,11 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
     elif overrides or config:
         raise GanzooError("pass either a BenchSpec or settings, not both")
     out = Path(out)
+    try:  # a name that is not UTF-8 could not be written into report.html (nor reported): refused before training
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise GanzooError(f"the report folder {str(out).encode('utf-8', 'surrogateescape')!r} has a name that is not "
+                          "valid UTF-8; choose another --out") from None
     variants = spec.resolved_variants()
     for name in variants:
         registry.get("variant", name)  # fail before any training on a misspelt name
@@ -478,13 +487,27 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
                    for d, a, v in groups for setup in spec.setup_names() for s in spec.seeds]
         searched = []
     else:  # first its settings on the selection seed; the report cells follow once a setting is chosen
-        from .sweep import apply_setting
+        from .sweep import TRAINING_KEYS, apply_setting
 
         configs = []
         setup = spec.setup_names()[0]
-        searched = [(d, a, v, i, *apply_setting(spec.train_config(v, a, d, sweep.selection_seed, inception_weights,
-                                                                  setup), setting))
-                    for d, a, v in groups for i, setting in enumerate(sweep.settings_for(v))]
+        # A [sweep.space.<name>] table for no variant of this benchmark is a typo (or a misspelt setting,
+        # bta2 = {...}): it would be ignored, so it is refused by name.
+        stray = [name for name in sweep.variant_tables() if name not in variants]
+        if stray:
+            raise GanzooError(f"[sweep.space.{stray[0]}]: '{stray[0]}' is neither a variant of this benchmark "
+                              f"({', '.join(variants)}) nor a training setting a sweep varies "
+                              f"({', '.join(TRAINING_KEYS)})")
+        searched, short = [], []
+        for d, a, v in groups:
+            base = spec.train_config(v, a, d, sweep.selection_seed, inception_weights, setup)
+            # settings that train the same run (a key the variant ignores) count once: another is drawn
+            settings = sweep.settings_for(v, identity=lambda setting, base=base: apply_setting(base, setting)[0].key())
+            if len(settings) < sweep.settings and v not in short:
+                short.append(v)
+                print(f"ganzoo: [sweep] {v}: its search space holds only {len(settings)} distinct setting(s) of the "
+                      f"{sweep.settings} asked for (settings that train the same run count once)", file=sys.stderr)
+            searched += [(d, a, v, i, *apply_setting(base, setting)) for i, setting in enumerate(settings)]
     if isinstance(executor, str):
         runner = make_executor(executor, jobs=jobs)
     elif jobs is not None:
@@ -519,6 +542,7 @@ def bench(spec: Optional[BenchSpec] = None, out: Path | str = "bench", *, progre
         store = ResultsStore.open(out / "results.sqlite", create=True)
         store.claim(spec.protocol_settings(), spec.to_dict(), {"ganzoo_version": __version__,
                                                               "git_commit": source_revision()})
+        store.records()  # a damaged or tampered store is refused here, before any training (store.validate)
         # Resume: what an earlier run recorded is skipped (a failed cell is tried again, a diverged one is final).
         stages = [[job for job in stage if not store.has(job.key, final_only=stage in (cells, search))]
                   for stage in (real, untrained, search, cells)]
@@ -603,8 +627,11 @@ def _cell_job(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool, i
 
 def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path, progress: bool,
                  inception_weights: Optional[str]) -> list[Job]:
-    """Each variant's chosen setting on the report seeds. The choice (the lowest FID of the search) is recorded
-    once, so that a rerun which retries a failed search cell does not move a variant to another setting."""
+    """Each variant's chosen setting on the report seeds. The choice (the lowest FID of the search) is made only
+    once every setting of the variant has its final outcome (a score, or a divergence a rerun would not retry):
+    a setting that failed (its worker killed, say) is retried by the next run, and choosing without it could
+    keep a worse setting for good. The choice is then recorded once, so later reruns keep it."""
+    from .store import FINAL_STATUSES
     from .sweep import apply_setting
 
     records = {r["key"]: r for r in store.records()}
@@ -612,14 +639,16 @@ def _report_jobs(spec: BenchSpec, store: ResultsStore, searched: list, out: Path
     for (d, a, v), group in _by_group(searched).items():
         key = f"selection:{d}:{a}:{v}"
         if key not in records:
+            outcomes = [records.get(f"search:{config.key()}") or {} for _, _, _, _, config, _ in group]
+            if any(found.get("status") not in FINAL_STATUSES for found in outcomes):
+                continue  # a setting still to score: no choice yet (the leaderboard's row says so; a rerun retries)
             scored = []
-            for _, _, _, i, config, applied in group:
-                found = records.get(f"search:{config.key()}", {})
+            for (_, _, _, i, config, applied), found in zip(group, outcomes):
                 fid = found.get("fid")
                 if found.get("status") == "completed" and isinstance(fid, (int, float)) and fid == fid:
                     scored.append((fid, i, applied))
             if not scored:
-                continue  # nothing to choose from yet: the report rows say so (leaderboard), a rerun retries
+                continue  # every setting diverged: nothing to choose from (the leaderboard's row says so)
             fid, i, applied = min(scored, key=lambda t: (t[0], t[1]))
             records[key] = {"kind": "selection", "variant": v, "arch": a, "dataset": d, "seed": -1,
                             "status": "completed", "error": "", "setting": i, "setting_applied": applied,
@@ -658,14 +687,15 @@ def _run_cell(config: TrainConfig, out: Path, spec: BenchSpec, progress: bool,
                           metrics=spec.metrics, metric_options=spec.metric_options_for(config.dataset, config.condition != "none"),
                           keep_going=True)
     except DivergedError as exc:
-        return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir)}
+        return {**row, "status": "diverged", "error": str(exc), **_run_stats(run_dir, config)}
     except GanzooError as exc:
-        return {**row, "status": "failed", "error": str(exc), **_run_stats(run_dir)}
+        return {**row, "status": "failed", "error": str(exc), **_run_stats(run_dir, config)}
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the grid
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
-        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}", **_run_stats(run_dir)}
-    return {**row, **_scored(result), **_run_stats(run_dir), **result.to_record(),
+        return {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}{where}",
+                **_run_stats(run_dir, config)}
+    return {**row, **_scored(result), **_run_stats(run_dir, config), **result.to_record(),
             "eval_seconds": time.perf_counter() - started}
 
 
@@ -715,27 +745,38 @@ def option_columns(config: TrainConfig) -> dict[str, Any]:
 
 
 def run_folder(config: TrainConfig, setup: str = "") -> Path:
-    """A cell's run folder, relative to the report folder (its setup's name in it, when it has one)."""
+    """A cell's run folder, relative to the report folder (its setup's name in it, when it has one): one folder
+    directly under runs/, whatever a plugin's names hold ('/', '..', control characters become '_'; the config's
+    hash at the end keeps the name unique)."""
     named = f"{config.variant}-{setup}" if setup else config.variant
-    return Path("runs") / f"{named}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+    name = f"{named}-{config.arch}-{config.dataset}-seed{config.seed}-{config.key()}"
+    return Path("runs") / FOLDER_UNSAFE.sub("_", name)
+
+
+FOLDER_UNSAFE = __import__("re").compile(r"[^\w.+=-]")  # letters and digits of any script stay
 
 
 def _train_or_resume(config: TrainConfig, run_dir: Path, progress: bool):
     from .runs import open_run
     from .training import train
 
-    if (run_dir / "config.json").is_file() and open_run(run_dir).status == "diverged":
-        raise DivergedError(open_run(run_dir).stats.get("error", "diverged"))
+    if (run_dir / "config.json").is_file():
+        stored = open_run(run_dir)
+        if stored.status == "diverged" and stored.config.identity() == config.identity():  # this cell's own run
+            raise DivergedError(stored.stats.get("error", "diverged"))
     return train(config, out=run_dir, progress=progress)
 
 
-def _run_stats(run_dir: Path) -> dict[str, Any]:
-    """Training facts from the run folder: steps, wall time, speed, the FID curve's best and final points."""
+def _run_stats(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """Training facts from the run folder: steps, wall time, speed, the FID curve's best and final points; only
+    when the folder holds this cell's own run (another run trained there, by `ganzoo train` say, is not its)."""
     from .runs import open_run
 
     try:
         run = open_run(run_dir)
     except GanzooError:
+        return {}
+    if run.config.identity() != config.identity():
         return {}
     stats = run.stats
     final = stats.get("final", {})

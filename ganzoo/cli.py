@@ -14,8 +14,8 @@ import sys
 import textwrap
 from typing import Callable, Optional
 
-from . import __version__
-from .errors import DivergedError, GanzooError
+from . import __version__, escape
+from .errors import DivergedError, GanzooError, debugging
 
 COMMANDS: list[tuple[str, str, Callable, Callable]] = []  # (name, help, add_arguments, run)
 
@@ -65,29 +65,35 @@ def run_list(args) -> int:
                           for kind, found in kinds.items()}, indent=2))
         return 0
     for kind, found in kinds.items():
-        print(f"{kind}s:")
+        _say(f"{kind}s:")
         if not found:
-            print("  (none)")
+            _say("  (none)")
         width = max((len(n) for n in found), default=0)
         for name, entry in found.items():
-            print(f"  {name:<{width}}  {entry.spec.description}  [{entry.origin}]")
+            _say(f"  {name:<{width}}  {entry.spec.description}  [{entry.origin}]")
             for label, text in _references(entry.spec).items():
                 if text:
-                    print(f"  {'':<{width}}  {label}: {text}")
+                    _say(f"  {'':<{width}}  {label}: {text}")
             if kind == "variant":
-                print(f"  {'':<{width}}  recipe: {describe_recipe(entry.spec.recipe)}")
+                _say(f"  {'':<{width}}  recipe: {describe_recipe(entry.spec.recipe)}")
             if kind == "dataset":
                 from .evaluation import default_metrics
 
-                print(f"  {'':<{width}}  samples: {entry.spec.shape.describe()}; metrics: "
+                _say(f"  {'':<{width}}  samples: {entry.spec.shape.describe()}; metrics: "
                       f"{', '.join(default_metrics(entry.spec))}")
             if kind == "metric":
-                print(f"  {'':<{width}}  columns: " + ", ".join(
+                _say(f"  {'':<{width}}  columns: " + ", ".join(
                     f"{c.name} ({c.better} is better)" if c.better else c.name for c in entry.spec.columns))
             for option, declared in (getattr(entry.spec, "options", None) or {}).items():
-                print(f"  {'':<{width}}  option {option}={declared.default!r}: {declared.help}")
-        print()
+                _say(f"  {'':<{width}}  option {option}={declared.default!r}: {declared.help}")
+        _say()
     return 0
+
+
+def _say(line: str = "") -> None:
+    """A line of `ganzoo list` or `ganzoo plugins`: what plugins wrote (names, descriptions, errors) is shown, never
+    obeyed by the terminal (escape.terminal)."""
+    print(escape.terminal(line))
 
 
 def _references(spec) -> dict[str, str]:
@@ -112,23 +118,26 @@ def run_plugins(args) -> int:
     loaded = loaded_plugins()
     width = max((len(info.name) for info, _ in loaded), default=0)
     module_width = max((len(info.module) for info, _ in loaded), default=0)
-    print("loaded plugins:")
+    _say("loaded plugins:")
     for info, hooks in loaded:
         added = "; ".join(_contribution(info.name, hook, contributed, hook_failures) for hook in hooks) or "-"
-        print(f"  {info.name:<{width}}  {info.origin:<20} {info.module:<{module_width}}  {added}")
+        _say(f"  {info.name:<{width}}  {info.origin:<20} {info.module:<{module_width}}  {added}")
     not_loaded = unloaded_plugins()
     if not_loaded:
-        print("\nplugins that failed to load:")
+        _say()
+        _say("plugins that failed to load:")
         for info in not_loaded:
-            print(f"  {info.name}  {info.origin}  {info.module}: {info.error}")
+            _say(f"  {info.name}  {info.origin}  {info.module}: {info.error}")
     if hook_failures:
-        print("\nhooks left out (the rest of each plugin loaded):")
+        _say()
+        _say("hooks left out (the rest of each plugin loaded):")
         for (name, _), reason in sorted(hook_failures.items()):
-            print(f"  {name}  {reason}")
+            _say(f"  {name}  {reason}")
     if problems:
-        print("\nregistry problems:")
+        _say()
+        _say("registry problems:")
         for problem in problems:
-            print(f"  {problem}")
+            _say(f"  {problem}")
     return 1 if not_loaded or hook_failures or problems else 0
 
 
@@ -620,18 +629,19 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit has nowhere to fail
         return 0
     except DivergedError as exc:
-        print(f"ganzoo: error: {exc}", file=sys.stderr)
+        print(f"ganzoo: error: {escape.error_line(exc)}", file=sys.stderr)
         return 3
-    except GanzooError as exc:
-        print(f"ganzoo: error: {exc}", file=sys.stderr)
+    except GanzooError as exc:  # one line, whatever names from plugins or records it quotes
+        print(f"ganzoo: error: {escape.error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ganzoo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line by default, the traceback on request
-        if os.environ.get("GANZOO_DEBUG"):
+        if debugging():
             raise
-        print(f"ganzoo: internal error: {type(exc).__name__}: {exc} (set GANZOO_DEBUG=1 for the traceback)",
+        print(f"ganzoo: internal error: {type(exc).__name__}: {escape.error_line(exc)} "
+              "(set GANZOO_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
 

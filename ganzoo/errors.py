@@ -11,3 +11,10 @@ class GanzooError(Exception):
 
 class DivergedError(GanzooError):
     """Training produced a NaN or infinite loss; the run folder keeps the log up to that step."""
+
+
+def debugging() -> bool:
+    """GANZOO_DEBUG asks for tracebacks; unset, empty, 0, false, no and off mean it does not."""
+    import os
+
+    return os.environ.get("GANZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")

@@ -7,7 +7,6 @@ side with per-row deltas and Welch's t-test over seeds, refusing to rank rows sc
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 import shutil
@@ -19,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from . import escape
 from .errors import GanzooError
 from .files import atomic_write, write_json
 from .store import ResultsStore
@@ -111,10 +111,11 @@ def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFram
     sweep plots show them). `spread` is what "±" shows in the tables: "sd" over seeds, or "se" (the standard
     error, sd / sqrt(seeds), as the mode-collapse papers report); default: the benchmark's own setting."""
     frame = per_seed(folder)
-    board = aggregate(frame[frame["kind"].isin(KIND_ORDER)])
+    unchosen = _unchosen_rows(frame, folder)
+    board = aggregate(frame[frame["kind"].isin(KIND_ORDER)], extra_rows=unchosen)
     board.attrs["spread"] = _spread(folder, spread)
     selections = frame[frame["kind"] == "selection"]
-    if not selections.empty:
+    if not selections.empty or unchosen:
         from .sweep import selection_rule
 
         chosen = {(r.variant, r.arch, r.dataset): r for r in selections.itertuples()}
@@ -123,10 +124,54 @@ def leaderboard(folder: Path | str, spread: Optional[str] = None) -> pd.DataFram
              f"search FID {chosen[key].selection_fid:.2f}") if key in chosen else ""
             for key in zip(board["variant"], board["arch"], board["dataset"])]
         board.attrs["selection_rule"] = selection_rule()
+    search = frame[frame["kind"] == "search"]
+    if (search["status"] == "failed").any():  # a search cell to retry: the benchmark is not done
+        board.attrs["all_completed"] = False
     return board
 
 
-def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+def _unchosen_rows(frame: pd.DataFrame, folder: Path | str) -> list[dict[str, Any]]:
+    """A sweep's variants that have no chosen setting (a search cell failed and awaits its retry, or no setting
+    scored at all): each stays on the board as a row with no score, its search's outcome and first error."""
+    search = frame[frame["kind"] == "search"]
+    if search.empty:
+        return []
+    chosen = {(r["variant"], r["arch"], r["dataset"]) for _, r in frame[frame["kind"] == "selection"].iterrows()}
+    report_seeds = _report_seed_count(folder)
+    rows = []
+    for (variant, arch, dataset), group in search.groupby(["variant", "arch", "dataset"], sort=False):
+        if (variant, arch, dataset) in chosen:
+            continue
+        counts = group["status"].value_counts()
+        outcome = ", ".join(f"{int(counts[s])} {'ok' if s == 'completed' else s}"
+                            for s in ("completed", "failed", "diverged") if s in counts)
+        errors = group.loc[group["status"] != "completed", "error"].dropna() if "error" in group else []
+        setups = group["setup"].dropna() if "setup" in group else []
+        rows.append({"kind": "run", "variant": variant, "setup": str(setups.iloc[0]) if len(setups) else "",
+                     "arch": arch, "dataset": dataset,
+                     "seeds": report_seeds, "completed": 0, "failed": 0, "diverged": 0, "recipe": "",
+                     "status": f"no setting chosen (search: {outcome})",
+                     "error": next((str(e) for e in errors if e), "")})
+    return rows
+
+
+def _report_seed_count(folder: Path | str) -> int:
+    """How many report seeds the benchmark has (its stored spec), at least 1."""
+    store = ResultsStore.open(folder)
+    try:
+        spec = store.meta().get("spec")
+    finally:
+        store.close()
+    try:
+        seeds = json.loads(spec).get("seeds") if spec else None
+    except (ValueError, AttributeError):
+        seeds = None
+    return len(seeds) if isinstance(seeds, list) and seeds else 1
+
+
+def aggregate(frame: pd.DataFrame, extra_rows: Optional[list[dict]] = None) -> pd.DataFrame:
+    """One row per (kind, variant, setup, arch, dataset) over seeds; `extra_rows` (rows without records, such as
+    a sweep's variant with no chosen setting) are ranked with them."""
     frame = keyed_option_columns(frame.copy())
     if "setup" not in frame:  # records written before setups existed
         frame["setup"] = ""
@@ -171,6 +216,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 values = done[column].dropna().astype(str).unique()
                 row[column] = values[0] if len(values) == 1 else "mixed: " + ", ".join(values)
         rows.append(row)
+    rows += extra_rows or []
     board = pd.DataFrame(rows)
     board["_order"] = board["kind"].map(KIND_ORDER).fillna(1)
     # Ranked within each dataset by its own primary metric (FID, reverse KL, ...), better first.
@@ -481,7 +527,7 @@ def render_terminal(board: pd.DataFrame, folder: Optional[Path | str] = None, wi
     notes.append("Protocol: " + "; ".join(f"{k}={_text(protocol[k])}" for k in SUMMARY_PROTOCOL if k in protocol)
                  + "; every field in protocol.json and under the full tables.")
     notes.append(_full_tables_note(folder))
-    return text + "\n\n" + "\n".join(textwrap.fill(line, width) for line in notes if line) + "\n"
+    return text + "\n\n" + "\n".join(textwrap.fill(escape.terminal(line), width) for line in notes if line) + "\n"
 
 
 def summary_table(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -508,6 +554,8 @@ def summary_table(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     errors = board["error"] if "error" in board else pd.Series("", index=board.index)
     out["status"] = [f"{status}: {' '.join(error.split())}" if isinstance(error, str) and error else status
                      for status, error in zip(board["status"], errors)]
+    for column in out.columns:  # names and errors from records: shown, never obeyed (escape sequences)
+        out[column] = [escape.terminal(v) for v in out[column]]
     return out, numeric
 
 
@@ -603,43 +651,46 @@ def _full_tables_note(folder: Optional[Path | str]) -> str:
 def render(board: pd.DataFrame, fmt: str = "md") -> str:
     """The leaderboard as Markdown, LaTeX, HTML or CSV; the protocol follows every table."""
     if fmt == "csv":  # plain data that pandas.read_csv reads as it is; the protocol is in protocol.json
-        return board.to_csv(index=False)
+        return escape.csv_frame(board).to_csv(index=False)
     if fmt == "md":
-        table = display_table(board).to_markdown(index=False)
-        return table + "\n\n" + "\n\n".join(protocol_lines(board)) + "\n"
+        table = escape.markdown_table(display_table(board))
+        return table + "\n\n" + "\n\n".join(escape.markdown(line) for line in protocol_lines(board)) + "\n"
     if fmt == "latex":
         return _latex(board)
     if fmt == "html":
         table = display_table(board).to_html(index=False, escape=True, border=0)
-        notes = "".join(f"<p>{html.escape(line)}</p>\n" for line in protocol_lines(board))
+        notes = "".join(f"<p>{escape.html_text(line)}</p>\n" for line in protocol_lines(board))
         return table + "\n" + notes
     raise GanzooError(f"unknown format '{fmt}'; use md, latex, csv or html")
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace(">=", r"$\geq$")
+_latex_escape = escape.latex  # the one LaTeX escaping place (escape.py)
+BOLD = "\ue000"  # marks a cell to set in bold: a private-use character no escaping touches
 
 
-def _latex(board: pd.DataFrame) -> str:
-    marker = "\x00"  # survive escaping, then become \textbf{...}
-    table = display_table(board, bold=lambda s: f"{marker}{s}{marker}")
-    header = " & ".join(_latex_escape(str(c)) for c in table.columns) + r" \\"
+def _latex_rows(table: pd.DataFrame, kinds: Optional[pd.Series] = None) -> tuple[str, list[str]]:
+    """A table's header line and body lines, every cell escaped; a cell wrapped in BOLD is set in bold (textbf), and
+    a rule separates rows of different kinds."""
+    header = " & ".join(escape.latex(c) for c in table.columns) + r" \\"
     body = []
     for i, (_, row) in enumerate(table.iterrows()):
         cells = []
         for value in row:
-            text = _latex_escape(str(value))
-            if marker in text:
-                text = r"\textbf{" + text.replace(marker, "") + "}"
+            text = escape.latex(value)
+            if BOLD in text:
+                text = r"\textbf{" + text.replace(BOLD, "") + "}"
             cells.append(text)
         body.append(" & ".join(cells) + r" \\")
-        if i + 1 < len(board) and board["kind"].iloc[i + 1] != board["kind"].iloc[i]:
+        if kinds is not None and i + 1 < len(kinds) and kinds.iloc[i + 1] != kinds.iloc[i]:
             body.append(r"\midrule")  # reference rows (real data, untrained) set apart from the ranking
-    notes = "\n".join("% " + line for line in protocol_lines(board))
-    caption = _latex_escape(" ".join(protocol_lines(board)[:1]))
+    return header, body
+
+
+def _latex(board: pd.DataFrame) -> str:
+    table = display_table(board, bold=lambda s: f"{BOLD}{s}{BOLD}")
+    header, body = _latex_rows(table, board["kind"])
+    notes = "\n".join(escape.latex_comment(line) for line in protocol_lines(board))
+    caption = escape.latex(" ".join(protocol_lines(board)[:1]))
     text_columns = 4 + int("setup" in table.columns)  # variant, [setup,] arch, dataset, then numbers
     return "\n".join([
         r"% requires \usepackage{booktabs}",
@@ -668,8 +719,8 @@ def write_reports(folder: Path | str, board: pd.DataFrame) -> dict[str, Path]:
         from .sweep import sweep_table
 
         table = sweep_table(frame)
-        atomic_write(folder / "sweep.csv", lambda f: f.write(table.to_csv(index=False)), mode="w")
-        atomic_write(folder / "sweep.md", lambda f: f.write(table.to_markdown(index=False) + "\n"), mode="w")
+        atomic_write(folder / "sweep.csv", lambda f: f.write(escape.csv_frame(table).to_csv(index=False)), mode="w")
+        atomic_write(folder / "sweep.md", lambda f: f.write(escape.markdown_table(table) + "\n"), mode="w")
         written.update(sweep_csv=folder / "sweep.csv", sweep_md=folder / "sweep.md")
     return written
 
@@ -786,7 +837,7 @@ def _values(frame: pd.DataFrame, column: str) -> set[str]:
 
 def render_comparison(board: pd.DataFrame, fmt: str = "md", label_a: str = "A", label_b: str = "B") -> str:
     if fmt == "csv":
-        return board.to_csv(index=False)
+        return escape.csv_frame(board).to_csv(index=False)
     shown = pd.DataFrame({"variant": board["variant"]})
     if (board["setup"].fillna("") != "").any():
         shown["setup"] = board["setup"].fillna("").replace("", "-")
@@ -812,9 +863,14 @@ def render_comparison(board: pd.DataFrame, fmt: str = "md", label_a: str = "A", 
             "rows compared, significant below 0.05."
             " Rows whose recipe differs compare recipes as much as variants.")
     if fmt == "md":
-        return shown.to_markdown(index=False) + note + "\n"
+        return escape.markdown_table(shown) + "\n\n" + escape.markdown(note.strip()) + "\n"
     if fmt == "html":
-        return shown.to_html(index=False, border=0) + f"<p>{html.escape(note.strip())}</p>\n"
+        return shown.to_html(index=False, escape=True, border=0) + f"<p>{escape.html_text(note.strip())}</p>\n"
     if fmt == "latex":
-        return shown.to_latex(index=False) + "% " + note.strip() + "\n"
+        header, body = _latex_rows(shown)
+        return "\n".join([r"% requires \usepackage{booktabs}",
+                          r"\begin{tabular}{" + "l" * (4 + int("setup" in shown)) + "r" * (len(shown.columns) - 4 -
+                                                                                         int("setup" in shown)) + "}",
+                          r"\toprule", header, r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+                          escape.latex_comment(note.strip()), ""])
     raise GanzooError(f"unknown format '{fmt}'; use md, latex, csv or html")

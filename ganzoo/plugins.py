@@ -47,7 +47,13 @@ def _blocked_names() -> set[str]:
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     blocked = _blocked_names()
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    unmatched = sorted(blocked - {ep.name for ep in found})
+    if unmatched:  # a misspelt name would leave the plugin it meant loaded, silently
+        print(f"ganzoo: warning: {BLOCK_ENV} names {', '.join(repr(n) for n in unmatched)}, which "
+              f"{'is' if len(unmatched) == 1 else 'are'} no installed plugin; plugins: "
+              f"{', '.join(ep.name for ep in found) or 'none'}", file=sys.stderr)
+    for ep in found:
         dist = getattr(ep, "dist", None)
         dist_name = dist.name if dist is not None else "?"
         dist_version = dist.version if dist is not None else ""

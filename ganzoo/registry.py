@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any, Generic, Iterator, Mapping, Optional, TypeVar
 
 from .config import normalize_options
-from .errors import GanzooError
+from .errors import GanzooError, debugging
 from .plugins import ENTRY_POINT_GROUP, RUNTIME_ORIGIN, get_plugin_manager, plugin_info, record_failure
 from .specs import (AUGMENT_ARGUMENTS, BETTER, GENERATOR_STEP_ARGUMENTS, METRIC_NEEDS, STEP_ARGUMENTS,
                      ArchitectureSpec, AugmentationSpec, ConditionSpec,
@@ -413,7 +413,7 @@ def plugin_code(kind: str, name: str, function: str) -> Iterator[None]:
     except GanzooError:
         raise
     except Exception as exc:  # noqa: BLE001 - third-party code
-        if os.environ.get("GANZOO_DEBUG"):
+        if debugging():
             raise
         raise plugin_bug(kind, name, function, exc) from exc
 

@@ -8,14 +8,13 @@ stays the table alone.
 from __future__ import annotations
 
 import base64
-import html
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, escape
 from .files import atomic_write
 
 REPORT_FILE = "report.html"
@@ -45,7 +44,7 @@ img { max-width: 100%; } .failed td { color: #a00; text-align: left; }
 def _image(path: Path, alt: str, width: Optional[int] = None) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     size = f' width="{width}"' if width else ""
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}>'
+    return f'<img src="data:image/png;base64,{data}" alt="{escape.html_text(alt)}"{size}>'
 
 
 def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFrame, command: str,
@@ -54,18 +53,18 @@ def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFra
     from .leaderboard import protocol_lines
 
     folder = Path(folder)
-    parts = [f"<h1>ganzoo benchmark: {html.escape(folder.resolve().name)}</h1>",
-             "<p>Made by</p>", f"<pre>{html.escape(command)}</pre>",
-             f"<p class='protocol'>ganzoo {html.escape(__version__)}"
-             + (f", git commit {html.escape(store_meta['git_commit'])}" if store_meta.get("git_commit") else "")
+    parts = [f"<h1>ganzoo benchmark: {escape.html_text(folder.resolve().name)}</h1>",
+             "<p>Made by</p>", f"<pre>{escape.html_text(command)}</pre>",
+             f"<p class='protocol'>ganzoo {escape.html_text(__version__)}"
+             + (f", git commit {escape.html_text(store_meta['git_commit'])}" if store_meta.get("git_commit") else "")
              + f"; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>"]
 
     scores, training = _leaderboard_tables(board)
     names = f"names-{scores.columns.get_loc('seeds')}"  # variant [, arch, dataset]: left-aligned text
     parts.append("<h2>Leaderboard</h2>")
-    parts.append(f"<p>{html.escape(_shared_axes(board))}</p>")
+    parts.append(f"<p>{escape.html_text(_shared_axes(board))}</p>")
     parts.append(_wide(scores.to_html(index=False, escape=True, border=0, classes=["leaderboard", names])))
-    parts += [f"<p class='protocol'>{html.escape(line)}</p>" for line in protocol_lines(board)]
+    parts += [f"<p class='protocol'>{escape.html_text(line)}</p>" for line in protocol_lines(board)]
     parts.append("<h3>How each row was trained, and more scores</h3>")
     parts.append(_wide(training.to_html(index=False, escape=True, border=0, classes=["training", names])))
 
@@ -81,7 +80,7 @@ def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFra
         from .sweep import selection_rule
 
         parts.append("<h2>Sweep</h2>")
-        parts.append(f"<p>{html.escape(selection_rule())}.</p>")
+        parts.append(f"<p>{escape.html_text(selection_rule())}.</p>")
         parts.append(pd.read_csv(folder / "sweep.csv").to_html(index=False, escape=True, border=0,
                                                                  float_format=lambda v: f"{v:.2f}"))
     figures = [("sweep_expected_min.png", "Expected best FID after k settings tried (95% bootstrap band)"),
@@ -91,7 +90,7 @@ def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFra
     drawn = [(name, title) for name, title in figures if (folder / name).is_file()]
     if drawn:
         parts.append("<h2>Training</h2>")
-        parts += [f"<figure>{_image(folder / name, title)}<figcaption>{html.escape(title)}</figcaption></figure>"
+        parts += [f"<figure>{_image(folder / name, title)}<figcaption>{escape.html_text(title)}</figcaption></figure>"
                   for name, title in drawn]
 
     grids = _sample_grids(folder, frame)
@@ -99,13 +98,13 @@ def write_html_report(folder: Path | str, board: pd.DataFrame, frame: pd.DataFra
     if grids:
         parts.append("<p>Each variant's first completed seed, all from the same latent vectors.</p>")
         parts.append("<div class='grids'>" + "".join(
-            f"<figure>{_image(path, label)}<figcaption>{html.escape(label)}</figcaption></figure>"
+            f"<figure>{_image(path, label)}<figcaption>{escape.html_text(label)}</figcaption></figure>"
             for label, path in grids) + "</div>")
     else:
         parts.append("<p>No completed run to draw samples from.</p>")
 
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>ganzoo benchmark: {html.escape(folder.resolve().name)}</title><style>{STYLE}</style></head>"
+            f"<title>ganzoo benchmark: {escape.html_text(folder.resolve().name)}</title><style>{STYLE}</style></head>"
             "<body>\n" + "\n".join(parts) + "\n</body></html>\n")
     path = folder / REPORT_FILE
     atomic_write(path, lambda f: f.write(page), mode="w")

@@ -28,7 +28,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -82,20 +82,49 @@ class SweepSpec:
         own = self.space.get(variant)
         return {**shared, **(dict(own) if _is_variant_table(variant, own) else {})}
 
-    def settings_for(self, variant: str) -> list[dict[str, Any]]:
-        """The variant's settings: {} (its own recipe) first, then `settings - 1` draws (or grid points)."""
+    def settings_for(self, variant: str, identity: Optional[Callable[[dict], Any]] = None) -> list[dict[str, Any]]:
+        """The variant's settings: {} (its own recipe) first, then `settings - 1` draws (or grid points).
+
+        `identity(setting)` says what a setting trains (bench passes the resolved run's key): a draw that would
+        train the same as an earlier setting (WGAN's RMSprop ignores beta1, say) is not a new setting, so another
+        is drawn (grid: the next point is taken). A space with fewer distinct settings than asked gives fewer;
+        the caller says so."""
         space = self.space_for(variant)
         if not space or self.settings == 1:
             return [{}]
+        identity = identity or (lambda setting: repr(sorted(setting.items())))
+        chosen, seen = [{}], {identity({})}
+
+        def take(setting: dict) -> None:
+            key = identity(setting)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(setting)
+
         if self.method == "grid":
             axes = [(key, _grid_values(key, dist)) for key, dist in space.items()]
-            points = [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
-            return [{}] + points[:self.settings - 1]
+            for values in itertools.product(*[v for _, v in axes]):
+                if len(chosen) == self.settings:
+                    break
+                take(dict(zip([k for k, _ in axes], values)))
+            return chosen
         # One stream per variant, seeded by the sweep seed and the variant's name: adding a variant to a sweep
-        # leaves the others' settings as they were.
+        # leaves the others' settings as they were. A space without enough distinct settings (lists only, or
+        # keys the variant ignores) stops after DRAW_ATTEMPTS draws per setting asked for.
         digest = hashlib.sha256(f"{self.seed}:{variant}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
-        return [{}] + [{key: _draw(rng, dist) for key, dist in space.items()} for _ in range(self.settings - 1)]
+        for _ in range(DRAW_ATTEMPTS * self.settings):
+            if len(chosen) == self.settings:
+                break
+            take({key: _draw(rng, dist) for key, dist in space.items()})
+        return chosen
+
+    def variant_tables(self) -> list[str]:
+        """The names of the [sweep.space.<name>] tables (each must be one of the benchmark's variants)."""
+        return [k for k, v in self.space.items() if _is_variant_table(k, v)]
+
+
+DRAW_ATTEMPTS = 50
 
 
 def _is_variant_table(key: str, value: Any) -> bool:

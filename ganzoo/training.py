@@ -27,7 +27,7 @@ from . import __version__, augment, checkpoint, conditioning, locks, registry
 from .config import TrainConfig
 from .data import load_split, resolve_root, training_subset
 from .devices import resolve_device
-from .errors import DivergedError, GanzooError
+from .errors import DivergedError, GanzooError, debugging
 from .files import atomic_write, read_json, write_json
 from .runs import (CHECKPOINT_FILE, CONFIG_FILE, GRID_FILE, LOG_COLUMNS, LOG_FILE, RUN_FILES, STATUS_FILE, Run,
                    open_run, resumable_rows)
@@ -443,7 +443,7 @@ def _train(config: TrainConfig, out: Optional[Path | str], overwrite: bool, prog
             message = f"{type(exc).__name__}: {exc}".splitlines()[0] + f" (at {Path(frame.filename).name}:{frame.lineno})"
         message = f"step {step + 1}: {message}"
         _write_status(out, "failed", step, config, error=message)
-        if os.environ.get("GANZOO_DEBUG") or isinstance(exc, GanzooError):
+        if debugging() or isinstance(exc, GanzooError):
             raise
         raise GanzooError(f"training failed at {message}; {out / STATUS_FILE} records it") from exc
     finally:

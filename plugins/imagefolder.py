@@ -8,12 +8,17 @@
   holdout=0.1           fraction held out as the 'test' split (the reference for evaluation). The split is
                         fixed by a hash of each file's relative path, so adding images moves no other image
                         between splits. holdout=0 makes evaluation compare against the training images.
+  max_pixels=40000000    an image larger than this (width x height, after a JPEG's reduced decoding) is refused
+                        before it is decoded: decoding takes several bytes per pixel, in each of up to 8 threads
+                        (a 12000 x 12000 PNG took 2.2 GB). 0 allows any size. Refused images are unreadable files
+                        (below).
   skip_unreadable=false a file with an image extension that cannot be decoded (truncated, corrupt) is an
                         error naming it, by default: silently dropping data changes the dataset. With true,
                         such files are skipped with a warning, and their count and names go into the run config.
 
-Files are recognised by extension (IMAGE_EXTENSIONS); others, and hidden files and folders, are ignored (and
-counted). Decoding happens once per process, in a thread pool (PIL releases the GIL while decoding and
+Files are recognised by extension (IMAGE_EXTENSIONS); others, hidden files and folders, and anything that is
+not a regular file (a FIFO named pipe.png would block a reader forever) are ignored (and counted). Decoding
+happens once per process, in a thread pool (PIL releases the GIL while decoding and
 resizing), into one uint8 tensor.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +40,7 @@ from ganzoo.hookspecs import hookimpl
 from ganzoo.specs import DatasetSpec, ImageData, ImageShape
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-DEFAULTS = {"size": "64", "channels": "3", "holdout": "0.1", "skip_unreadable": "false"}
+DEFAULTS = {"size": "64", "channels": "3", "holdout": "0.1", "max_pixels": "40000000", "skip_unreadable": "false"}
 OPTIONS = ("folder", *DEFAULTS)
 NAME = "imagefolder"
 NEEDS_FOLDER = "needs --dataset-option folder=DIR (a folder of images, optionally one sub-folder per class)"
@@ -48,6 +54,7 @@ class Settings:
     holdout: float
     skip_unreadable: bool
     classes: tuple[str, ...]  # empty: unlabelled
+    max_pixels: int = 40_000_000  # 0: no limit
 
 
 def _fail(message: str) -> GanzooError:
@@ -70,8 +77,12 @@ def parse_options(options: dict) -> Settings:
         raise _fail(f"folder {folder} does not exist or is not a folder")
     try:
         size, channels, holdout = int(o["size"]), int(o["channels"]), float(o["holdout"])
+        max_pixels = int(o["max_pixels"])
     except ValueError as exc:
-        raise _fail(f"bad option value ({exc}); size and channels are integers, holdout a fraction") from exc
+        raise _fail(f"bad option value ({exc}); size, channels and max_pixels are integers, holdout a fraction") \
+            from exc
+    if max_pixels < 0:
+        raise _fail(f"max_pixels must be 0 (no limit) or a positive number of pixels, got {max_pixels}")
     if not 4 <= size <= 1024:
         raise _fail(f"size must be between 4 and 1024, got {size}")
     if channels not in (1, 3):
@@ -86,7 +97,7 @@ def parse_options(options: dict) -> Settings:
     subdirs = tuple(e for e in entries if (folder / e).is_dir())
     top_images = any(_is_image(e) and (folder / e).is_file() for e in entries)
     classes = subdirs if len(subdirs) >= 2 and not top_images else ()
-    return Settings(folder, size, channels, holdout, skip in ("true", "1", "yes"), classes)
+    return Settings(folder, size, channels, holdout, skip in ("true", "1", "yes"), classes, max_pixels)
 
 
 def _scan(s: Settings) -> tuple[list[tuple[str, int]], int]:
@@ -96,7 +107,7 @@ def _scan(s: Settings) -> tuple[list[tuple[str, int]], int]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(s.folder)
         for name in filenames:
-            if not _is_image(name):
+            if not _is_image(name) or not _regular_or_unknown(os.path.join(dirpath, name)):
                 ignored += 1
                 continue
             rel = (rel_dir / name).as_posix()
@@ -126,11 +137,26 @@ def _split(found: list[tuple[str, int]], holdout: float) -> dict[str, list[tuple
     return {"train": [f for f in found if f not in test], "test": [f for f in found if f in test]}
 
 
-def _read(path: Path, size: int, mode: str) -> np.ndarray:
+def _regular_or_unknown(path: str) -> bool:
+    """Whether a path is a regular file (after symlinks); a path that cannot be examined counts as one, so that
+    reading it reports why."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def _read(path: Path, size: int, mode: str, max_pixels: int = 0) -> np.ndarray:
     from PIL import Image, ImageOps
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # replaced since the scan: opening a FIFO would never return
+        raise OSError("not a regular file")
     with Image.open(path) as im:
         im.draft(mode, (size, size))  # JPEG: let the decoder downscale by a power of two first (much faster)
+        w, h = im.size
+        if max_pixels and w * h > max_pixels:  # the header says the size: refused before any pixel is decoded
+            raise ValueError(f"{w} x {h} = {w * h:,} pixels, above max_pixels={max_pixels} (decoding would take "
+                             f"about {w * h * 4 / 2**30:.1f} GiB; --dataset-option max_pixels=0 allows any size)")
         im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
@@ -149,7 +175,7 @@ def _decode_into(s: Settings, out: np.ndarray, job: tuple[int, Path]):
     """Decode image i straight into row i of the N x C x H x W output; an error comes back as a string."""
     i, path = job
     try:
-        pixels = _read(path, s.size, "RGB" if s.channels == 3 else "L")
+        pixels = _read(path, s.size, "RGB" if s.channels == 3 else "L", s.max_pixels)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         return f"{type(exc).__name__}: {exc}".replace("\n", " ")
     out[i] = pixels[None] if s.channels == 1 else pixels.transpose(2, 0, 1)
@@ -216,7 +242,7 @@ def ganzoo_datasets():
     return [DatasetSpec(
         name=NAME,
         description="your own images: --dataset-option folder=DIR [size=64 channels=3 holdout=0.1 "
-                    "skip_unreadable=false]; class sub-folders give labels",
+                    "max_pixels=40000000 skip_unreadable=false]; class sub-folders give labels",
         shape=ImageShape(3, 64),  # the defaults; the configured spec has the real shape
         load=_unconfigured,
         configure=configure,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -529,3 +530,51 @@ def test_cli_bad_dataset_input_is_one_line_and_exit_2(tmp_path, cli, setup, argv
                                "--out", tmp_path / "run")
     assert code == 2
     assert stderr.startswith("ganzoo: error: ") and stderr.count("\n") == 1 and expected in stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_imagefolder_reads_only_regular_files(tmp_path):
+    """A FIFO named like an image would block its reader forever: it is ignored, like any non-image."""
+    import threading
+
+    folder = tmp_path / "flat"
+    for i in range(4):
+        write_png(folder / f"ok{i}.png", (12, 12), (10, 20, 30))
+    os.mkfifo(folder / "pipe.png")
+    results = {}
+
+    def load(skip):
+        load_split.cache_clear()
+        results[skip] = load_split("imagefolder", "train", options={"folder": str(folder), "size": 8, "holdout": 0,
+                                                                    "skip_unreadable": skip})
+
+    for skip in ("false", "true"):
+        reader = threading.Thread(target=load, args=(skip,), daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        if reader.is_alive():  # unblock the reader before failing, so the test run can end
+            with open(folder / "pipe.png", "wb"):
+                pass
+            pytest.fail(f"the loader blocked on a FIFO (skip_unreadable={skip})")
+        assert len(results[skip].images) == 4 and results[skip].info["ignored_non_images"] == 1
+
+
+def test_imagefolder_refuses_images_above_max_pixels_before_decoding(tmp_path):
+    folder = tmp_path / "flat"
+    for i in range(3):
+        write_png(folder / f"ok{i}.png", (12, 12), (10, 20, 30))
+    write_png(folder / "huge.png", (100, 80), (1, 2, 3))
+    options = {"folder": str(folder), "size": 8, "holdout": 0, "max_pixels": 1000}
+    load_split.cache_clear()
+    with pytest.raises(GanzooError, match=r"huge\.png \(ValueError: 100 x 80 = 8,000 pixels, above max_pixels=1000"):
+        load_split("imagefolder", "train", options=options)
+    load_split.cache_clear()
+    assert len(load_split("imagefolder", "train", options={**options, "skip_unreadable": "true"}).images) == 3
+    load_split.cache_clear()
+    assert len(load_split("imagefolder", "train", options={**options, "max_pixels": 0}).images) == 4
+    load_split.cache_clear()
+    with pytest.raises(GanzooError, match="max_pixels must be 0"):
+        load_split("imagefolder", "train", options={**options, "max_pixels": -1})
+    from ganzoo_plugins.imagefolder import DEFAULTS
+
+    assert int(DEFAULTS["max_pixels"]) < 12000 * 12000  # the default refuses the 2.2 GB decode

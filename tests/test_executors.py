@@ -121,9 +121,25 @@ CRASHING = """
             return non_saturating_generator_loss(fake, real)
         return generator_loss
 
+    def dying_once_anywhere(at_call):
+        # dies at its `at_call`-th step in the one process (of all that train it) that takes the kill token
+        def generator_loss(fake, real=None):
+            calls["token"] = calls.get("token", 0) + 1
+            if calls["token"] == at_call:
+                try:
+                    (MARKS / "kill-token").unlink()
+                except FileNotFoundError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return non_saturating_generator_loss(fake, real)
+        return generator_loss
+
     @hookimpl
     def ganzoo_variants():
-        return [VariantSpec(name="crash-once", description="vanilla; its worker dies at step 25 of attempt 1",
+        return [VariantSpec(name="crash-token", description="vanilla; one worker of all dies at its step 10",
+                            discriminator_loss=bce_discriminator_loss, generator_loss=dying_once_anywhere(10)),
+                VariantSpec(name="crash-once", description="vanilla; its worker dies at step 25 of attempt 1",
                             discriminator_loss=bce_discriminator_loss, generator_loss=dying("crash-once", 25, False)),
                 VariantSpec(name="crash-always", description="vanilla; its worker dies at step 1, every time",
                             discriminator_loss=bce_discriminator_loss, generator_loss=dying("crash-always", 1, True))]
@@ -145,6 +161,7 @@ def crashing_plugin(tmp_path, monkeypatch, register_plugin):
     # Ray's workers inherit the environment of the process that starts Ray (bench does, below).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.syspath_prepend(str(site))
+    (marks / "kill-token").touch()  # crash-token's: the first worker to take it dies
     module = importlib.import_module("ganzoo_crashing")
     register_plugin(module, "ganzoo_crashing")
     yield marks
@@ -395,3 +412,51 @@ def test_a_sweep_gives_the_same_results_on_every_executor(sweep_config, local_sw
     _assert_same_results(out, local_sweep)  # search, selection and report records alike
     kinds = sorted(r["kind"] for r in _records(out).values())
     assert kinds.count("search") == 3 and kinds.count("selection") == 1 and kinds.count("run") == 1
+
+
+def test_a_sweep_whose_worker_is_killed_chooses_only_once_every_setting_is_scored(crashing_plugin, tmp_path, cli,
+                                                                                    monkeypatch):
+    """A --jobs 2 sweep whose worker is SIGKILLed during the search: the run says so (exit 1) and records no
+    choice, the variant stays on the board as a row with the error; the rerun trains the lost setting and only
+    then chooses, among all of them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = tmp_path / "sweep.toml"
+    config.write_text("""
+[bench]
+variants = ["crash-token"]
+seeds = [0]
+steps = 20
+eval_every = 0
+n_fake = 300
+[train]
+batch_size = 32
+checkpoint_every = 5
+[sweep]
+settings = 3
+selection_seed = 100
+[sweep.space]
+lr = {log_uniform = [1e-4, 1e-3]}
+""")
+    out = tmp_path / "sweep"
+    argv = ("bench", "--config", config, "--out", out, "--quiet", "--jobs", "2")
+    code, _, err = cli(*argv)
+    assert not (crashing_plugin / "kill-token").exists()  # a worker did die
+    assert code == 1, err
+    records = list(_records(out).values())
+    assert sorted(r["status"] for r in records if r["kind"] == "search") == ["completed", "completed", "failed"]
+    assert not [r for r in records if r["kind"] in ("selection", "run")]  # no choice without the lost setting
+    row = ganzoo.leaderboard(out).set_index("variant").loc["crash-token"]
+    assert row["status"] == "no setting chosen (search: 2 ok, 1 failed)"
+    assert row["error"].startswith("its worker process died (killed by SIGKILL)")
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex"):
+        assert "crash-token" in (out / name).read_text(), name
+
+    code, _, err = cli(*argv)  # the rerun: the lost setting first, then the choice among all three
+    assert code == 0, err
+    records = list(_records(out).values())
+    search = {r["setting"]: r for r in records if r["kind"] == "search"}
+    assert {r["status"] for r in search.values()} == {"completed"}
+    selection = next(r for r in records if r["kind"] == "selection")
+    assert selection["settings_scored"] == 3
+    assert selection["setting"] == min(search, key=lambda i: search[i]["fid"])
+    assert [r["setting"] for r in records if r["kind"] == "run"] == [selection["setting"]]

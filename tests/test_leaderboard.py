@@ -305,3 +305,144 @@ def test_overfitting_gap_and_ada_p_are_shown_unranked_where_runs_have_them(tmp_p
     assert "D gap (train - held-out)" in display_table(board).columns
     plain = leaderboard(make_store(tmp_path / "b", [record("run", "vanilla", 0, 20.0)]))
     assert "d_gap" not in plain and "aug_p" not in plain
+
+
+def _tamper(folder, sql, *params):
+    db = sqlite3.connect(folder / "results.sqlite")
+    with db:
+        db.execute(sql, params)
+    db.close()
+
+
+def _copy_of(folder, source, target, **changes):
+    """Write the record `source` under `target` (the same: edit it in place), with `changes` to its JSON, as an
+    editor of the file would."""
+    import json
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    text = db.execute("SELECT record FROM results WHERE key = ?", (source,)).fetchone()[0]
+    db.close()
+    record = {**json.loads(text), **changes}
+    _tamper(folder, "INSERT OR REPLACE INTO results VALUES (?, 'run', 'completed', ?, 'now')", target,
+            json.dumps(record))
+
+
+def _strip_protocol(folder):
+    import json
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    text = db.execute("SELECT record FROM results WHERE key = 'run:vanilla:0:2'").fetchone()[0]
+    db.close()
+    record = {k: v for k, v in json.loads(text).items() if not k.startswith("protocol.")}
+    _tamper(folder, "UPDATE results SET record = ? WHERE key = 'run:vanilla:0:2'", json.dumps(record))
+
+
+@pytest.mark.parametrize("attack, message", [
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:copy"), "says it is 'run:vanilla:0:2': a record copied"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:copy", key="run:vanilla:0:copy"),
+     "is a second copy of the record 'run:vanilla:0:2'"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid="1.5"), "has fid = '1.5', not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid=float("-inf")), "has fid = -inf, not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", fid="abc"), "has fid = 'abc', not a number"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", kind=["run"]), "has kind ['run'] (expected one of"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "run:vanilla:0:2", **{"protocol.extractor": "inception-v3-compat"}),
+     "was scored under another protocol than the record 'run:lsgan:0:0' of the same dataset (extractor: "),
+    (_strip_protocol, "is scored but lacks its protocol field(s) extractor, n_fake"),
+    (lambda f: _copy_of(f, "run:vanilla:0:2", "selection:x", kind="selection", key="selection:x", seed=-1),
+     "has setting None (expected an integer)"),
+    (lambda f: _tamper(f, "UPDATE results SET record = ? WHERE key = 'run:vanilla:0:2'", "[" * 100000 + "]" * 100000),
+     "the record run:vanilla:0:2 is corrupt"),
+    (lambda f: (_tamper(f, "ALTER TABLE results RENAME TO old"),
+                _tamper(f, "CREATE TABLE results (key TEXT PRIMARY KEY, kind, status, record, written_at)"),
+                _tamper(f, "INSERT INTO results SELECT * FROM old"),
+                _tamper(f, "UPDATE results SET record = NULL WHERE key = 'run:vanilla:0:2'")),
+     "the record run:vanilla:0:2 is corrupt"),
+])
+def test_a_tampered_store_is_refused_in_one_line(small, cli, attack, message):
+    attack(small)
+    for argv in (("leaderboard", small), ("compare", small, small)):
+        code, out, err = cli(*argv)
+        assert code == 2 and out == "", err
+        assert err.startswith("ganzoo: error: results store ") and message in err and err.count("\n") == 1, err
+
+
+
+HOSTILE = ['<script>alert(1)</script>|x', '<img src=x onerror=alert(1)>', r'\input{/etc/passwd}',
+           '=HYPERLINK("http://evil")', "@SUM(1)", "+1+cmd", "-2+cmd|' /C calc'!A0", "esc\x1b]0;pwned\x07\x1b[2J"]
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    records = [record("run", name, seed, 20.0 + i + seed, error=name) for i, name in enumerate(HOSTILE)
+               for seed in (0, 1)]
+    return make_store(tmp_path / "h", records + [record("real", "real data", 0, 0.5)])
+
+
+def _table_lines(text):
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_names_from_shared_results_are_text_in_every_format(hostile, cli):
+    from ganzoo.leaderboard import render_comparison, render_terminal
+
+    board = leaderboard(hostile)
+    compared = compare(hostile, hostile)
+    for md in (render(board, "md"), render_comparison(compared, "md")):
+        import re
+
+        assert not re.search(r"(?<!\\)[<>]", md) and "\x1b" not in md  # no markup: every < and > escaped
+        lines = _table_lines(md)  # a "|" in a name is no column separator
+        columns = lines[0].count("|") - lines[0].count("\\|")
+        assert all(line.count("|") - line.count("\\|") == columns for line in lines), md
+        assert r"\<script\>alert(1)\</script\>\|x" in md
+    for tex in (render(board, "latex"), render_comparison(compared, "latex")):
+        assert r"\input{" not in tex and r"\textbackslash{}input\{/etc/passwd\}" in tex and "\x1b" not in tex
+        assert all(line.startswith("%") or not line.startswith(("\x07", "0;")) for line in tex.splitlines())
+    for text in (render(board, "csv"), render_comparison(compared, "csv")):
+        import io
+
+        import pandas as pd
+
+        frame = pd.read_csv(io.StringIO(text))
+        for column in frame.columns[frame.dtypes == object]:
+            cells = frame[column].dropna().astype(str)
+            assert not cells.str.match(r"^[=+@\t\r]").any(), column  # no cell a spreadsheet would run
+            assert not cells.str.match(r"^-[^0-9.]").any(), column
+        assert "'=HYPERLINK(\"http://evil\")" in set(frame["variant"])
+    assert "<script>" not in render(board, "html") and "&lt;script&gt;" in render(board, "html")
+    assert "\x1b" not in render_terminal(board, width=200)
+    code, out, err = cli("leaderboard", hostile)
+    assert code == 0 and "\x1b" not in out and "\\x1b" in out
+
+
+def test_plugin_text_reaches_the_terminal_as_text(register_plugin, cli):
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss, non_saturating_generator_loss
+
+    class Evil:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="evil", description="\x1b]8;;http://evil\x07click\x1b]8;;\x07\x1b[2J",
+                                discriminator_loss=bce_discriminator_loss,
+                                generator_loss=non_saturating_generator_loss)]
+
+    register_plugin(Evil(), "evil")
+    for argv in (("list",), ("plugins",)):
+        code, out, err = cli(*argv)
+        assert "\x1b" not in out + err and "\x07" not in out + err
+    code, out, _ = cli("list")
+    assert "\\x1b]8;;http://evil\\x07click" in out
+
+
+def test_a_variant_name_never_makes_nested_run_folders():
+    import ganzoo
+    from ganzoo.bench import run_folder
+
+    import dataclasses
+
+    config = ganzoo.TrainConfig(variant="vanilla")
+    for name in ("a/../../b", "../x", "c\\d", "e\x1bf"):
+        path = run_folder(dataclasses.replace(config, variant=name))
+        assert path.parent.as_posix() == "runs" and len(path.parts) == 2 and ".." not in path.parts
+        assert "/" not in path.name and "\\" not in path.name and "\x1b" not in path.name

@@ -338,3 +338,40 @@ def test_a_new_discriminator_with_the_built_in_generator_as_the_readme_shows(reg
     assert run.status == "completed"
     state = torch.load(run.checkpoint, weights_only=True)
     assert state["discriminator"]["body.1.weight"].shape == (1024, 784)  # its own, wider D
+
+
+def test_a_block_list_name_that_matches_no_plugin_is_named_in_a_warning():
+    from conftest import run_ganzoo
+
+    done = run_ganzoo("list", env={"GANZOO_BLOCK_PLUGINS": "lsgan, no-such-plugin,typo"})
+    assert done.returncode == 0, done.stderr
+    assert ("ganzoo: warning: GANZOO_BLOCK_PLUGINS names 'no-such-plugin', 'typo', which are no installed plugin"
+            in done.stderr)
+    assert "'lsgan'" not in done.stderr  # a name that matches is not warned about; it is blocked
+    assert "\n  lsgan " not in done.stdout
+
+
+@pytest.mark.parametrize("value, traceback", [("0", False), ("", False), ("false", False), ("FALSE", False),
+                                              ("off", False), ("1", True), ("yes", True)])
+def test_ganzoo_debug_zero_empty_and_false_mean_off(monkeypatch, cli, value, traceback):
+    import ganzoo.cli as cli_module
+
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setenv("GANZOO_DEBUG", value)
+    monkeypatch.setattr(cli_module, "run_list", bug)
+    parser = cli_module.build_parser
+    monkeypatch.setattr(cli_module, "build_parser", lambda: _with_handler(parser(), bug))
+    if traceback:
+        with pytest.raises(ZeroDivisionError):
+            cli("list")
+    else:
+        code, _, err = cli("list")
+        assert code == 1 and err.startswith("ganzoo: internal error: ZeroDivisionError: a bug")
+
+
+def _with_handler(parser, handler):
+    for action in parser._subparsers._group_actions:
+        action.choices["list"].set_defaults(handler=handler)
+    return parser

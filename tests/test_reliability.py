@@ -417,3 +417,70 @@ def test_ctrl_c_on_bench_jobs_leaks_no_semaphore(tmp_path, reference_classifier)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err, err
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, cli):
+    """SQLite's "database or disk is full" (here: the store capped at its current size, as a full disk would)
+    when the store commits a record or its settings: a one-line error naming the store; earlier records stay."""
+    import sqlite3
+
+    from ganzoo.errors import GanzooError
+    from ganzoo.store import ResultsStore
+
+    store = ResultsStore.open(tmp_path / "results.sqlite", create=True)
+    store.put("run:a", {"kind": "run", "status": "failed", "variant": "a", "arch": "mlp", "dataset": "d", "seed": 0})
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(GanzooError, match=r"cannot write the record run:b to the results store .*results\.sqlite "
+                                          r"\(database or disk is full\); the records already written are kept"):
+        store.put("run:b", {"kind": "run", "status": "failed", "variant": "b", "arch": "mlp", "dataset": "d",
+                            "seed": 0, "error": "x" * 100_000})
+    with pytest.raises(GanzooError, match="cannot write the benchmark's settings"):
+        store.claim({"n_fake": 1, "blob": "y" * 100_000}, {}, {})
+    store.close()
+    assert [r["key"] for r in ResultsStore.open(tmp_path).records()] == ["run:a"]
+
+
+def test_hostile_bench_configs_are_one_line(tmp_path, cli):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    code, _, err = cli("bench", "--config", deep, "--out", tmp_path / "o1", "--quiet")
+    assert code == 2 and "nests tables or arrays too deeply" in err and err.count("\n") == 1, err[:300]
+    big = tmp_path / "big.toml"
+    big.write_text('[bench]\nvariants = "' + "v" * 10_000_000 + '"\n')
+    code, _, err = cli("bench", "--config", big, "--out", tmp_path / "o2", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and len(err) < 1000, err[:300]
+    assert "(10000000 characters)" in err
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'[bench]\nvariants = ["no-such-variant"]\n')
+    code, _, err = cli("bench", "--config", bom, "--out", tmp_path / "o3", "--quiet")
+    assert code == 2 and "unknown variant 'no-such-variant'" in err, err  # read past the byte-order mark
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes")
+def test_a_report_folder_name_that_is_not_utf8_is_refused_before_training(tmp_path, cli):
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xff-name")
+    code, _, err = cli("bench", "--variants", "vanilla", "--seeds", "0", "--steps", "1", "--out", out, "--quiet")
+    assert code == 2 and "is not valid UTF-8; choose another --out" in err and err.count("\n") == 1, err
+    assert not os.path.exists(out)
+
+
+def test_a_run_trained_into_a_cells_folder_lends_it_no_stats(tmp_path):
+    """`ganzoo train` into the folder a bench cell will use: the cell fails, and its record says what the cell did
+    (nothing), not the intruder's steps and wall time; the cell's own run, trained, keeps its stats."""
+    import ganzoo
+    from ganzoo.bench import BenchSpec, _cell_row, _run_cell
+
+    spec = BenchSpec(variants=("vanilla",), seeds=(0,), steps=4, eval_every=0, n_fake=50, device="cpu",
+                     train={"batch_size": 16})
+    config = spec.train_config("vanilla", "mlp", "mnist5k", 0)
+    out = tmp_path / "bench"
+    row = _cell_row(config)
+    ganzoo.train(variant="lsgan", steps=3, batch_size=16, out=out / row["run"], progress=False)  # the intruder
+    record = _run_cell(config, out, spec, False, None, row)
+    assert record["status"] == "failed" and "already holds a different run" in record["error"]
+    assert not {"steps", "wall_time_s", "g_images_per_s", "final_d_loss"} & set(record), record
+
+    own = tmp_path / "own"
+    record = _run_cell(config, own, spec, False, None, row)  # scoring may fail on 50 images; training happened
+    assert record["steps"] == 4 and record["wall_time_s"] > 0

@@ -153,3 +153,77 @@ def test_selection_seed_must_not_be_a_report_seed(tmp_path, cli):
     code, _, err = cli("bench", "--config", config, "--out", tmp_path / "b", "--quiet")
     assert code == 2 and "selection_seed 100 is also a report seed" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_variant_whose_every_setting_fails_stays_on_the_board(register_plugin, tmp_path, cli):
+    """No setting scored, so none is chosen: the variant is still a row of every table, marked with its search's
+    outcome and error, and the benchmark's exit status says it is not done."""
+    from ganzoo.hookspecs import hookimpl
+    from ganzoo.specs import VariantSpec
+    from ganzoo_plugins.vanilla import bce_discriminator_loss
+
+    def broken_loss(fake, real=None):
+        raise ValueError("this loss is broken")
+
+    class Broken:
+        @hookimpl
+        def ganzoo_variants(self):
+            return [VariantSpec(name="broken", description="fails at its first step",
+                                discriminator_loss=bce_discriminator_loss, generator_loss=broken_loss)]
+
+    register_plugin(Broken(), "broken")
+    config = tmp_path / "sweep.toml"
+    config.write_text('[bench]\nvariants = ["vanilla", "broken"]\nseeds = [0]\nsteps = 5\neval_every = 0\n'
+                      'n_fake = 300\n[train]\nbatch_size = 32\n[sweep]\nsettings = 2\n'
+                      '[sweep.space]\nlr = [1e-4, 3e-4]\n')
+    out = tmp_path / "b"
+    code, _, err = cli("bench", "--config", config, "--out", out, "--quiet")
+    assert code == 1 and "some runs failed" in err
+    board = ganzoo.leaderboard(out)
+    row = board.set_index("variant").loc["broken"]
+    assert row["status"] == "no setting chosen (search: 2 failed)" and "this loss is broken" in row["error"]
+    assert row["completed"] == 0 and row["seeds"] == 1 and not board.attrs["all_completed"]
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "report.html"):
+        assert "broken" in (out / name).read_text(), name
+
+
+def test_settings_that_train_the_same_run_count_once():
+    """WGAN's RMSprop has no betas: a draw that changes beta1 alone trains the recipe again. Such a draw is not
+    a new setting; another is drawn, and a space without enough distinct settings gives fewer, never repeats."""
+    base = ganzoo.TrainConfig(variant="wgan", seed=100)
+    identity = lambda setting: apply_setting(base, setting)[0].key()  # noqa: E731 - as bench passes it
+    sweep = SweepSpec(settings=4, seed=0, space={"beta1": {"uniform": [0.0, 1.0]}, "lr": [5e-5, 1e-4, 2e-4, 4e-4]})
+    settings = sweep.settings_for("wgan", identity=identity)
+    keys = [identity(s) for s in settings]
+    assert len(settings) == 4 and len(set(keys)) == 4 and settings[0] == {}
+    only_beta1 = SweepSpec(settings=3, space={"beta1": {"uniform": [0.0, 1.0]}})
+    assert only_beta1.settings_for("wgan", identity=identity) == [{}]  # nothing else to try under RMSprop
+    assert len(only_beta1.settings_for("vanilla")) == 3  # Adam's beta1 is a setting
+    grid = SweepSpec(settings=4, method="grid", space={"lr": [5e-5, 1e-4], "beta1": [0.0, 0.5]})
+    assert [s.get("lr") for s in grid.settings_for("wgan", identity=identity)] == [None, 1e-4]
+
+
+def test_sweep_names_that_nothing_reads_are_refused_by_name(tmp_path, cli):
+    base = ('[bench]\nvariants = ["vanilla", "lsgan"]\nseeds = [0]\nsteps = 5\n[sweep]\nsettings = 2\n'
+            '[sweep.space]\nlr = [1e-4]\n')
+    for extra, name in (('[sweep.space.lsgn]\nlr = [2e-4]\n', "lsgn"),
+                        ('bta2 = {unifrom = [0.9, 0.99]}\n', "bta2")):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(base.replace("lr = [1e-4]\n", "lr = [1e-4]\n" + extra) if name == "bta2" else base + extra)
+        code, _, err = cli("bench", "--config", config, "--out", tmp_path / name, "--quiet")
+        assert code == 2 and f"[sweep.space.{name}]: '{name}' is neither a variant of this benchmark" in err, err
+        assert not (tmp_path / name).exists()
+
+
+def test_a_folder_compares_settings_by_value_not_spelling(tmp_path):
+    from ganzoo.store import ResultsStore
+
+    store = ResultsStore.open(tmp_path / "results.sqlite", create=True)
+    settings = {"sweep": {"space": {"beta1": [0.0, 0.5]}}, "n_fake": 300, "tensorboard": False}
+    store.claim(settings, {}, {})
+    store.claim({**settings, "sweep": {"space": {"beta1": [0, 0.5]}}}, {}, {})  # the same values
+    with pytest.raises(GanzooError, match=r"other settings \(sweep: .*0\.6"):
+        store.claim({**settings, "sweep": {"space": {"beta1": [0, 0.6]}}}, {}, {})
+    with pytest.raises(GanzooError, match=r"other settings \(tensorboard: False -> 0\)"):
+        store.claim({**settings, "tensorboard": 0}, {}, {})
+    store.close()
