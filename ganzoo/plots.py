@@ -1,6 +1,7 @@
 """The report's pictures: FID curves, losses and D outputs, and sample grids side by side (matplotlib, Agg)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,7 @@ def _equilibrium(run: Path):
 
 
 PANELS_PER_ROW = 4  # sample grids side by side: 4 x 3.2 in at 110 dpi is about a page's (or a screen's) width
+PANEL_TITLE_WIDTH = 34  # characters per line of a panel's title: a 3.2 in panel holds about that many at 9 pt
 
 
 def panel_layout(n: int) -> tuple[int, int]:
@@ -238,11 +240,13 @@ def samples(folder: Path, runs: pd.DataFrame):
         made = generate(generator, count, run.config.latent_dim, GRID_SEED, labels=grid_labels(generator, count))
         real = real_points(run) if shape.kind == "vector" else None
         grid = picture(made, real, nrow=8).float() / 255
-        grids.append((f"{row['label']}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))
+        label = textwrap.fill(row["label"], PANEL_TITLE_WIDTH, break_on_hyphens=False)  # no overlap with the next
+        grids.append((f"{label}\nseed {row['seed']}", grid.permute(1, 2, 0).numpy()))
     if not grids:
         return None
     rows, columns = panel_layout(len(grids))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    # constrained: room for panel titles of up to three lines below the figure's own
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")  # the panels past the last variant stay blank
     for ax, (title, image) in zip(axes.flat, grids):
