@@ -155,17 +155,23 @@ def _unchosen_rows(frame: pd.DataFrame, folder: Path | str) -> list[dict[str, An
     return rows
 
 
-def _report_seed_count(folder: Path | str) -> int:
-    """How many report seeds the benchmark has (its stored spec), at least 1."""
+def _stored_spec(folder: Path | str) -> dict:
+    """The benchmark's settings as its report folder stored them ({} when it holds none or they do not read)."""
     store = ResultsStore.open(folder)
     try:
         spec = store.meta().get("spec")
     finally:
         store.close()
     try:
-        seeds = json.loads(spec).get("seeds") if spec else None
-    except (ValueError, AttributeError):
-        seeds = None
+        settings = json.loads(spec) if spec else {}
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def _report_seed_count(folder: Path | str) -> int:
+    """How many report seeds the benchmark has (its stored spec), at least 1."""
+    seeds = _stored_spec(folder).get("seeds")
     return len(seeds) if isinstance(seeds, list) and seeds else 1
 
 
@@ -243,15 +249,7 @@ SPREADS = ("sd", "se")
 def _spread(folder: Path | str, spread: Optional[str]) -> str:
     """The "±" of the tables: as asked, else the benchmark's `spread` setting (its stored spec), else sd."""
     if spread is None:
-        store = ResultsStore.open(folder)
-        try:
-            spec = store.meta().get("spec")
-        finally:
-            store.close()
-        try:
-            spread = json.loads(spec).get("spread") if spec else None
-        except (ValueError, AttributeError):
-            spread = None
+        spread = _stored_spec(folder).get("spread")
     if spread in (None, ""):
         return "sd"
     if spread not in SPREADS:
